@@ -1,0 +1,65 @@
+"""MLflow tracking with the names of PROTOCOL 4: experiment, tags, inputs and artifacts.
+
+The tracking URI is ``MLFLOW_TRACKING_URI`` when set, otherwise MLflow's default (a local SQLite
+file ``mlflow.db`` that also holds the Model Registry). Inside ``mlflow run`` the run created by the
+project launcher is reused; ``nested=True`` opens a child of the active run (used by ``main``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+
+EXPERIMENT = "seqrec"
+TAG_MODEL = "seqrec.model"
+TAG_PRESET = "seqrec.preset"
+TAG_DATASET = "seqrec.dataset"
+TAG_DIGEST = "seqrec.data_digest"
+TAG_STEP = "seqrec.step"
+
+
+def set_experiment(name: str = EXPERIMENT) -> None:
+    """Select the experiment unless ``mlflow run`` already chose one for this process."""
+    if not os.environ.get("MLFLOW_EXPERIMENT_ID") and not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(name)
+
+
+@contextmanager
+def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = False,
+              run_name: str | None = None, experiment: str = EXPERIMENT) -> Iterator[mlflow.ActiveRun]:
+    """Start (or join, under ``mlflow run``) a run tagged with its step name."""
+    set_experiment(experiment)
+    with mlflow.start_run(nested=nested, run_name=run_name) as run:
+        mlflow.set_tags({TAG_STEP: step, **(tags or {})})
+        yield run
+
+
+def log_file_input(path: str | Path, digest: str, name: str, context: str = "raw") -> None:
+    """Log a data file as the run's input dataset, identified by its content digest."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str(Path(path).resolve()))
+    mlflow.log_input(MetaDataset(source=source, name=name, digest=digest), context=context)
+
+
+def log_json(obj: object, artifact_file: str) -> None:
+    """Log a JSON-serialisable object as an artifact file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_text(json.dumps(obj, indent=2))
+        parent = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
+
+
+def dataset_tags(stats: dict) -> dict[str, str]:
+    """The PROTOCOL 4 dataset tags for a processed dataset's ``stats.json``."""
+    return {TAG_DATASET: str(stats.get("name", "")), TAG_DIGEST: str(stats.get("digest", ""))}

@@ -1,0 +1,71 @@
+"""The ``preprocess`` step: read (or generate) clicks, apply PROTOCOL 2, log the run to MLflow."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mlflow
+
+from seqrec import tracking
+from seqrec.data.preprocess import PreprocessConfig, file_digest, preprocess
+from seqrec.data.readers import read_buys, read_clicks
+from seqrec.data.synthetic import SyntheticConfig, generate
+
+DEFAULT_DATA_ROOT = Path("data")
+
+
+@dataclass
+class PreprocessParams:
+    """Parameters of the preprocess entry point (PROTOCOL 5)."""
+
+    clicks: str = ""  # empty: the built-in generated data
+    buys: str = ""
+    out: str = ""  # empty: data/processed/<dataset name>
+    name: str = ""  # dataset name; empty: derived from the clicks file
+    on_bad_lines: str = "error"
+    synthetic_clicks: int = 200_000
+    seed: int = 0
+    config: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+
+def resolve_inputs(params: PreprocessParams) -> tuple[Path, Path | None, str]:
+    """The clicks file, the buys file and the dataset name; generates the built-in data if needed."""
+    if params.clicks:
+        clicks = Path(params.clicks)
+        name = params.name or clicks.name.split(".")[0]
+        return clicks, Path(params.buys) if params.buys else None, name
+    name = params.name or f"synthetic-{params.synthetic_clicks}-s{params.seed}"
+    folder = DEFAULT_DATA_ROOT / "raw" / name
+    clicks, buys = folder / "clicks.dat", folder / "buys.dat"
+    if not (clicks.exists() and buys.exists()):
+        generate(folder, SyntheticConfig(n_clicks=params.synthetic_clicks, seed=params.seed))
+    return clicks, buys, name
+
+
+def run_preprocess(params: PreprocessParams, nested: bool = False) -> tuple[str, dict]:
+    """Run the step in an MLflow run; returns the processed dataset directory and its stats."""
+    clicks_path, buys_path, name = resolve_inputs(params)
+    out = Path(params.out) if params.out else DEFAULT_DATA_ROOT / "processed" / name
+    with tracking.start_run("preprocess", nested=nested, run_name=f"preprocess-{name}"):
+        mlflow.log_params({**asdict(params.config), "clicks": str(clicks_path), "buys": str(buys_path or ""),
+                           "out": str(out), "on_bad_lines": params.on_bad_lines})
+        started = time.perf_counter()
+        clicks = read_clicks(clicks_path, on_bad_lines=params.on_bad_lines)
+        digest = file_digest(clicks_path)
+        buys = read_buys(buys_path, on_bad_lines=params.on_bad_lines) if buys_path else None
+        read_seconds = time.perf_counter() - started
+        source = {"path": str(clicks_path.resolve()), "digest": digest}
+        stats = preprocess(clicks, out, params.config, name, source, buys=buys)
+        tracking.log_file_input(clicks_path, digest, name)
+        mlflow.set_tags(tracking.dataset_tags(stats))
+        metrics = {"raw_clicks": stats["raw"]["clicks"], "skipped_lines": clicks.skipped_lines,
+                   "n_items": stats["n_items"], "read_seconds": read_seconds,
+                   "preprocess_seconds": time.perf_counter() - started}
+        for split, counts in stats["splits"].items():
+            metrics.update({f"{split}_{key}": value for key, value in counts.items()})
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(out / "stats.json"))
+        mlflow.log_artifact(str(out / "item_mapping.json"))
+    return str(out), stats

@@ -1,0 +1,35 @@
+"""Entry point ``main``: the whole workflow, each step a nested run of one parent run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from seqrec.data.readers import DataFormatError
+from seqrec.workflow.cli import int_arg
+from seqrec.workflow.main import MainParams, run_main
+
+
+def parse_args(argv: list[str] | None = None) -> MainParams:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--clicks", default="", help="raw YooChoose clicks file; empty: the built-in generated data")
+    p.add_argument("--buys", default="")
+    p.add_argument("--fraction", type=int_arg, default=1)
+    p.add_argument("--synthetic-clicks", type=int_arg, default=200_000)
+    p.add_argument("--seed", type=int_arg, default=0)
+    a = p.parse_args(argv)
+    return MainParams(a.clicks, a.buys, a.fraction, a.synthetic_clicks, a.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        results = run_main(parse_args(argv))
+    except (DataFormatError, FileNotFoundError, ValueError) as exc:
+        print(f"main: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"main: finished steps {', '.join(results)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
