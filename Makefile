@@ -19,7 +19,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" mlflow run . --env-manager local $(ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" mlflow run . --env-manager local --experiment-name seqrec $(ARGS)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -27,19 +27,33 @@ TAG_DIGEST = "seqrec.data_digest"
 TAG_STEP = "seqrec.step"
 
 
-def set_experiment(name: str = EXPERIMENT) -> None:
-    """Select the experiment unless ``mlflow run`` already chose one for this process."""
-    if not os.environ.get("MLFLOW_EXPERIMENT_ID") and not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(name)
+def _leave_default_experiment(experiment: str) -> None:
+    """Under ``mlflow run`` without ``--experiment-name`` the launcher's run sits in the Default
+    experiment; log to ``experiment`` instead and leave a pointer on the launcher's run."""
+    launcher = os.environ.get("MLFLOW_RUN_ID")
+    if not launcher or mlflow.active_run() is not None:
+        return
+    client = mlflow.MlflowClient()
+    if client.get_run(launcher).info.experiment_id != "0" or experiment == "Default":
+        return
+    os.environ.pop("MLFLOW_RUN_ID")
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    mlflow.set_experiment(experiment)
+    os.environ["SEQREC_LAUNCHER_RUN_ID"] = launcher
 
 
 @contextmanager
 def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = False,
               run_name: str | None = None, experiment: str = EXPERIMENT) -> Iterator[mlflow.ActiveRun]:
     """Start (or join, under ``mlflow run``) a run tagged with its step name."""
-    set_experiment(experiment)
+    _leave_default_experiment(experiment)
+    if not os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
+        mlflow.set_experiment(experiment)
     with mlflow.start_run(nested=nested, run_name=run_name) as run:
         mlflow.set_tags({TAG_STEP: step, **(tags or {})})
+        launcher = os.environ.pop("SEQREC_LAUNCHER_RUN_ID", None)
+        if launcher:
+            mlflow.MlflowClient().set_tag(launcher, "seqrec.logged_to_run", run.info.run_id)
         yield run
 
 
