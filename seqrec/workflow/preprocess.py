@@ -58,9 +58,10 @@ def run_preprocess(params: PreprocessParams, nested: bool = False) -> tuple[str,
         read_seconds = time.perf_counter() - started
         source = {"path": str(clicks_path.resolve()), "digest": digest}
         stats = preprocess(clicks, out, params.config, name, source, buys=buys)
+        del clicks
         tracking.log_file_input(clicks_path, digest, name)
         mlflow.set_tags(tracking.dataset_tags(stats))
-        metrics = {"raw_clicks": stats["raw"]["clicks"], "skipped_lines": clicks.skipped_lines,
+        metrics = {"raw_clicks": stats["raw"]["clicks"], "skipped_lines": stats["raw"]["skipped_lines"],
                    "n_items": stats["n_items"], "read_seconds": read_seconds,
                    "preprocess_seconds": time.perf_counter() - started}
         for split, counts in stats["splits"].items():
