@@ -1,0 +1,200 @@
+"""Session-based k-nearest-neighbours, one vectorised implementation of four published variants.
+
+* S-KNN: Jannach & Ludewig 2017, "When recurrent neural networks meet the neighborhood for
+  session-based recommendation" (Jaccard similarity of item sets).
+* V-SKNN: Ludewig & Jannach 2018, "Evaluation of session-based recommendation algorithms"
+  (position-weighted similarity, scores decayed by how far back the shared item was clicked).
+* STAN: Garg et al. 2019, "Sequence and time aware neighborhood for session-based
+  recommendations" (position, recency and item-neighbourhood weights).
+* V-STAN: Ludewig, Latifi & Jannach 2021, "Empirical analysis of session-based recommendation
+  algorithms" (STAN plus V-SKNN's ideas: cosine, IDF weighting, insertion-position weighting).
+
+For a prefix, the candidate neighbours are the training sessions sharing an item with it; the
+``sample_size`` most recent candidates are kept, the ``k`` most similar of those are the
+neighbours, and every item of a neighbour gets the neighbour's (weighted) similarity. A batch is
+computed with sparse products (prefix x item) @ (item x session) and flat per-pair arrays, never
+a Python loop over prefixes, sessions or items.
+
+Time decay (STAN's ``snh``) is measured from the end of the training data rather than from the
+prefix's own time: that scales all neighbours of one prefix by the same factor, so rankings are
+identical and the model needs only item ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import scipy.sparse as sp
+
+from seqrec.data.dataset import SessionSplit
+from seqrec.models.baselines.base import Baseline
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class SKNNConfig:
+    """Hyper-parameters of the session-kNN family; ``VARIANTS`` holds the published settings."""
+
+    k: int = 100
+    sample_size: int = 1000
+    similarity: str = "vec"  # jaccard | vec | cosine
+    position_weight: str = "quadratic"  # none | div | quadratic | exp (exp uses spw)
+    spw: float = 0.0  # STAN lambda_spw: exp((position - length) / spw)
+    score_decay: str = "quadratic"  # none | div | quadratic (V-SKNN: by step of the shared item)
+    snh_days: float = 0.0  # STAN lambda_snh: exp(-age / snh), 0 = off
+    inh: float = 0.0  # STAN lambda_inh: exp(-|pos(item) - pos(shared)| / inh), 0 = off
+    ipw: float = 0.0  # V-STAN lambda_ipw: exp((position of the shared item - length) / ipw), 0 = off
+    idf: float = 0.0  # V-STAN lambda_idf: score * (1 + idf(item) * idf), 0 = off
+
+
+VARIANTS: dict[str, SKNNConfig] = {
+    "sknn": SKNNConfig(k=500, sample_size=10_000, similarity="jaccard", position_weight="none", score_decay="none"),
+    "vsknn": SKNNConfig(k=100, sample_size=1_000, similarity="vec", position_weight="quadratic",
+                        score_decay="quadratic"),
+    "stan": SKNNConfig(k=1_000, sample_size=10_000, similarity="cosine", position_weight="exp", spw=1e-5,
+                       score_decay="none", snh_days=10, inh=2),
+    "vstan": SKNNConfig(k=1_500, sample_size=10_000, similarity="cosine", position_weight="exp", spw=0.5,
+                        score_decay="none", snh_days=5, inh=2, ipw=2, idf=2),
+}
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """0-based rank of each entry within its run of equal ``groups`` values (already grouped)."""
+    starts = np.flatnonzero(np.concatenate([[True], groups[1:] != groups[:-1]]))
+    return np.arange(len(groups)) - np.repeat(starts, np.diff(np.concatenate([starts, [len(groups)]])))
+
+
+class SessionKNN(Baseline):
+    """S-KNN, V-SKNN, STAN and V-STAN (see the module docstring)."""
+
+    name = "sknn"
+
+    def __init__(self, config: SKNNConfig = VARIANTS["vsknn"], name: str | None = None):
+        super().__init__()
+        self.config = config
+        if name:
+            self.name = name
+
+    @classmethod
+    def variant(cls, name: str, **overrides) -> SessionKNN:
+        if name not in VARIANTS:
+            raise ValueError(f"unknown session-kNN variant {name!r}, expected one of {sorted(VARIANTS)}")
+        return cls(replace(VARIANTS[name], **overrides), name=name)
+
+    def fit(self, split: SessionSplit, n_items: int) -> SessionKNN:
+        self.n_items = n_items
+        session = split.session_of_click()
+        pos = np.arange(split.n_clicks) - split.offsets[:-1][session] + 1  # 1-based position
+        # distinct items of each session with their last position (sessions x items, value = position)
+        order = np.lexsort((pos, split.items, session))
+        s_o, i_o, p_o = session[order], split.items[order], pos[order]
+        is_last = np.concatenate([(s_o[1:] != s_o[:-1]) | (i_o[1:] != i_o[:-1]), [True]])
+        s_l, i_l, p_l = s_o[is_last], i_o[is_last], p_o[is_last]
+        self.session_items = sp.csr_matrix((p_l.astype(np.float64), (s_l, i_l)), shape=(split.n_sessions, n_items + 1))
+        self.item_sessions = (self.session_items > 0).T.tocsr().astype(np.float64)  # items x sessions, binary
+        self.session_size = np.diff(self.session_items.indptr).astype(np.float64)  # distinct items per session
+        end_time = split.times[split.offsets[1:] - 1]
+        self.session_end = end_time
+        self.age_days = (end_time.max() - end_time) / DAY
+        item_sessions = np.diff(self.item_sessions.indptr)
+        self.idf_values = np.log(split.n_sessions / np.maximum(item_sessions, 1))
+        self.idf_values[item_sessions == 0] = 0.0
+        return self
+
+    def _position_weights(self, pos: np.ndarray, length: np.ndarray) -> np.ndarray:
+        scheme = self.config.position_weight
+        if scheme == "none":
+            return np.ones(len(pos))
+        if scheme == "div":
+            return pos / length
+        if scheme == "quadratic":
+            return (pos / length) ** 2
+        if scheme == "exp":
+            return np.exp((pos - length) / self.config.spw)
+        raise ValueError(f"unknown position_weight {scheme!r}")
+
+    def score_numpy(self, inputs: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        batch, width = inputs.shape
+        n_cols = self.n_items + 1
+        # distinct items of each prefix with their last 1-based position and the prefix length
+        length = (inputs > 0).sum(1).astype(np.float64)
+        pos = np.arange(1, width + 1)[None, :] - (width - length)[:, None]
+        rows = np.repeat(np.arange(batch), width)
+        flat_items, flat_pos = inputs.ravel(), pos.ravel()
+        keep = flat_items > 0
+        rows, flat_items, flat_pos = rows[keep], flat_items[keep], flat_pos[keep]
+        # the last occurrence of an item in a prefix wins (max position), like a dict being overwritten
+        order = np.lexsort((flat_pos, flat_items, rows))
+        rows, flat_items, flat_pos = rows[order], flat_items[order], flat_pos[order]
+        last = np.concatenate([(rows[1:] != rows[:-1]) | (flat_items[1:] != flat_items[:-1]), [True]])
+        rows, flat_items, flat_pos = rows[last], flat_items[last], flat_pos[last]
+        n_distinct = np.bincount(rows, minlength=batch).astype(np.float64)
+        weight = self._position_weights(flat_pos, length[rows])
+        step = length[rows] - flat_pos + 1  # 1 = the last click of the prefix
+
+        def prefix_matrix(values: np.ndarray) -> sp.csr_matrix:
+            return sp.csr_matrix((values, (rows, flat_items)), shape=(batch, n_cols))
+
+        overlap = (prefix_matrix(np.ones(len(rows))) @ self.item_sessions).tocoo()
+        weighted = (prefix_matrix(weight) @ self.item_sessions).tocsr()
+        # sum of 2^-step over shared items is dominated by its largest term: recovers the most recent one
+        recency = (prefix_matrix(np.exp2(-step)) @ self.item_sessions).tocsr()
+        b, s, inter = overlap.row, overlap.col, overlap.data
+        w_sum = np.asarray(weighted[b, s]).ravel()
+        shared_step = -np.floor(np.log2(np.asarray(recency[b, s]).ravel()))
+
+        # sample: the most recent candidate sessions per prefix
+        order = np.lexsort((-self.session_end[s], b))
+        b, s, inter, w_sum, shared_step = b[order], s[order], inter[order], w_sum[order], shared_step[order]
+        keep = _rank_within(b) < cfg.sample_size
+        b, s, inter, w_sum, shared_step = b[keep], s[keep], inter[keep], w_sum[keep], shared_step[keep]
+
+        if cfg.similarity == "jaccard":
+            sim = inter / (n_distinct[b] + self.session_size[s] - inter)
+        elif cfg.similarity == "vec":
+            sim = w_sum / n_distinct[b]
+        elif cfg.similarity == "cosine":
+            norm = np.sqrt(np.bincount(rows, weights=weight**2, minlength=batch))
+            sim = w_sum / (norm[b] * np.sqrt(self.session_size[s]))
+        else:
+            raise ValueError(f"unknown similarity {cfg.similarity!r}")
+        if cfg.snh_days > 0:
+            sim = sim * np.exp(-self.age_days[s] / cfg.snh_days)
+
+        # neighbours: the k most similar sampled sessions per prefix
+        order = np.lexsort((-sim, b))
+        b, s, sim, shared_step = b[order], s[order], sim[order], shared_step[order]
+        keep = _rank_within(b) < cfg.k
+        b, s, sim, shared_step = b[keep], s[keep], sim[keep], shared_step[keep]
+
+        if cfg.score_decay == "div":
+            sim = sim / shared_step
+        elif cfg.score_decay == "quadratic":
+            sim = sim / shared_step**2
+        if cfg.ipw > 0:
+            sim = sim * np.exp((1.0 - shared_step) / cfg.ipw)  # position of the shared item - length
+
+        if cfg.inh <= 0 and cfg.idf <= 0:
+            neighbours = sp.csr_matrix((sim, (b, s)), shape=(batch, len(self.session_size)))
+            return np.asarray((neighbours @ (self.session_items > 0).astype(np.float64)).todense())
+
+        # expand each (prefix, neighbour) pair to the neighbour's distinct items with their positions
+        indptr = self.session_items.indptr
+        counts = indptr[s + 1] - indptr[s]
+        pair = np.repeat(np.arange(len(s)), counts)
+        entry = np.repeat(indptr[s] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
+        item = self.session_items.indices[entry]
+        item_pos = self.session_items.data[entry]
+        value = sim[pair]
+        if cfg.inh > 0:
+            in_prefix = np.asarray(prefix_matrix(np.ones(len(rows)))[b[pair], item]).ravel() > 0
+            star = np.zeros(len(s))
+            np.maximum.at(star, pair[in_prefix], item_pos[in_prefix])
+            value = value * np.exp(-np.abs(item_pos - star[pair]) / cfg.inh)
+        if cfg.idf > 0:
+            value = value * (1.0 + self.idf_values[item] * cfg.idf)
+        flat = np.bincount(b[pair] * n_cols + item, weights=value, minlength=batch * n_cols)
+        return flat.reshape(batch, n_cols)
