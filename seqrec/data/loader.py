@@ -1,0 +1,73 @@
+"""Batches of left-padded training sequences gathered on the fly from a compact split.
+
+Every session of n clicks gives n - 1 training targets: the input at position t is click t and the
+target is click t + 1. Sessions longer than ``max_len + 1`` are cut into consecutive windows of at
+most ``max_len`` targets, the last window ending at the session's last click, so that every click is
+a target exactly once. Only one batch is ever padded at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from seqrec.data.dataset import SessionSplit, gather_windows
+
+
+def session_windows(split: SessionSplit, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(start, end)`` global input positions of every training window of ``split``.
+
+    A window's inputs are ``items[start:end]`` and its targets ``items[start + 1:end + 1]``.
+    """
+    n_targets = split.lengths - 1
+    per_session = -(-n_targets // max_len)  # ceil; sessions of one click give no window
+    session = np.repeat(np.arange(split.n_sessions), per_session)
+    rank_from_end = np.arange(len(session)) - np.repeat(np.cumsum(per_session) - per_session, per_session)
+    last_input = split.offsets[1:] - 1  # exclusive end of the inputs of the last window
+    end = last_input[session] - rank_from_end * max_len
+    start = np.maximum(split.offsets[:-1][session], end - max_len)
+    return start, end
+
+
+class SequenceLoader:
+    """Iterate ``(inputs, targets)`` LongTensors of shape ``[batch, max_len]``, 0 = padding."""
+
+    def __init__(
+        self,
+        split: SessionSplit,
+        max_len: int,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.items = np.asarray(split.items, dtype=np.int64)
+        self.max_len, self.batch_size, self.shuffle = max_len, batch_size, shuffle
+        start, end = session_windows(split, max_len)
+        self.start, self.end = start[rank::world_size], end[rank::world_size]
+        self.seed, self.epoch = seed, 0
+
+    def __len__(self) -> int:
+        return -(-len(self.start) // self.batch_size)
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.start)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the shuffle order depend on the epoch (deterministic for a seed)."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = np.arange(len(self.start))
+        if self.shuffle:
+            order = np.random.default_rng((self.seed, self.epoch)).permutation(order)
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b : b + self.batch_size]
+            start, end = self.start[idx], self.end[idx]
+            inputs = gather_windows(self.items, start, end, self.max_len)
+            targets = gather_windows(self.items, start + 1, end + 1, self.max_len)
+            yield torch.from_numpy(inputs), torch.from_numpy(targets)
