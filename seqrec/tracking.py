@@ -8,6 +8,7 @@ project launcher is reused; ``nested=True`` opens a child of the active run (use
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -77,3 +78,26 @@ def log_json(obj: object, artifact_file: str) -> None:
 def dataset_tags(stats: dict) -> dict[str, str]:
     """The PROTOCOL 4 dataset tags for a processed dataset's ``stats.json``."""
     return {TAG_DATASET: str(stats.get("name", "")), TAG_DIGEST: str(stats.get("digest", ""))}
+
+
+def log_metrics_at(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log metrics, dropping non-finite values (MLflow rejects NaN in some stores)."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}, step=step)
+
+
+def log_pyfunc(recommender, example_session: list[str], item_mapping: Path) -> None:
+    """Log the recommender as the run's ``model/`` artifact (pyfunc, signature, input example) and
+    the dataset's ``item_mapping.json``."""
+    import pandas as pd
+
+    from seqrec.serving.pyfunc import SIGNATURE, SeqrecPyfunc
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(tmp) / "model"
+        mlflow.pyfunc.save_model(
+            str(path), python_model=SeqrecPyfunc(recommender), signature=SIGNATURE,
+            input_example=pd.DataFrame({"session": [example_session], "k": [20]}),
+        )
+        mlflow.log_artifacts(str(path), "model")
+    mlflow.log_artifact(str(item_mapping))

@@ -19,3 +19,27 @@ def bool_arg(value: str) -> bool:
     if lowered in ("false", "0", "no"):
         return False
     raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_value(text: str) -> int | float | bool | str:
+    """An override value: int, float, bool or string, in that order of preference."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_overrides(text: str) -> dict:
+    """``"k=100,similarity=cosine"`` -> ``{"k": 100, "similarity": "cosine"}``."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise ValueError(f"override {part!r} is not key=value")
+        key, value = part.split("=", 1)
+        out[key.strip()] = parse_value(value)
+    return out
