@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-SAMPLE = Path(os.environ.get("SEQREC_SAMPLE", Path(__file__).resolve().parents[2] / "shared" / "data" / "yoochoose-100k"))
+_DEFAULT_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "yoochoose-100k"
+SAMPLE = Path(os.environ.get("SEQREC_SAMPLE", _DEFAULT_SAMPLE))
 
 
 @pytest.fixture(scope="session", autouse=True)

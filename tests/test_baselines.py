@@ -83,7 +83,8 @@ def naive_knn(sessions, times, prefix, cfg: SKNNConfig):
         if cfg.similarity == "vec":
             sim = sum(pos_w[i] for i in shared) / len(pos_w)
         elif cfg.similarity == "cosine":
-            sim = sum(pos_w[i] for i in shared) / (math.sqrt(sum(w * w for w in pos_w.values())) * math.sqrt(len(set(s))))
+            norm = math.sqrt(sum(w * w for w in pos_w.values())) * math.sqrt(len(set(s)))
+            sim = sum(pos_w[i] for i in shared) / norm
         else:
             sim = len(shared) / len(current | set(s))
         if cfg.snh_days:
