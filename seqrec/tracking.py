@@ -45,12 +45,16 @@ def _leave_default_experiment(experiment: str) -> None:
 
 @contextmanager
 def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = False,
-              run_name: str | None = None, experiment: str = EXPERIMENT) -> Iterator[mlflow.ActiveRun]:
-    """Start (or join, under ``mlflow run``) a run tagged with its step name."""
+              run_name: str | None = None, experiment: str = EXPERIMENT,
+              run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Start (or join, under ``mlflow run``; or reopen ``run_id`` to resume) a run tagged with its step."""
     _leave_default_experiment(experiment)
     if not os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
         mlflow.set_experiment(experiment)
-    with mlflow.start_run(nested=nested, run_name=run_name) as run:
+    if run_id is not None:
+        os.environ.pop("MLFLOW_RUN_ID", None)  # resuming: the earlier run, not the launcher's new one
+    with mlflow.start_run(run_id=run_id, nested=nested and run_id is None,
+                          run_name=None if run_id else run_name) as run:
         mlflow.set_tags({TAG_STEP: step, **(tags or {})})
         launcher = os.environ.pop("SEQREC_LAUNCHER_RUN_ID", None)
         if launcher:

@@ -18,7 +18,7 @@ def test_gather_windows_left_pads_and_keeps_the_last_clicks():
 
 def test_every_click_after_the_first_is_a_target_exactly_once():
     sessions = [[1, 2], [3, 4, 5, 6, 7, 8, 9, 10], [2, 2, 2]]
-    loader = SequenceLoader(split_of(sessions), max_len=3, batch_size=2, shuffle=True, seed=1)
+    loader = SequenceLoader(split_of(sessions), max_len=3, batch_size=2, shuffle=True, seed=1, bucket=False)
     targets, pairs = [], set()
     for inputs, target in loader:
         assert inputs.shape[1] == 3
@@ -51,3 +51,16 @@ def test_shuffle_is_deterministic_per_seed_and_epoch():
     loader.set_epoch(1)
     c = [x.tolist() for x, _ in loader]
     assert a == b and a != c
+
+
+def test_bucketing_trims_padding_and_keeps_every_target():
+    sessions = [[1, 2], [3, 4, 5, 6, 7, 8, 9, 10], [2, 2, 2], [5, 6]]
+    plain = SequenceLoader(split_of(sessions), max_len=4, batch_size=2, seed=1, bucket=False)
+    bucketed = SequenceLoader(split_of(sessions), max_len=4, batch_size=2, seed=1)
+    widths, rows = [], set()
+    for inputs, target in bucketed:
+        widths.append(inputs.shape[1])
+        assert (inputs[:, -1] > 0).all()  # right-aligned: every row ends with a real click
+        rows |= {tuple(t[t > 0].tolist()) for t in target}
+    assert sorted(widths) == [1, 3, 4]  # window lengths 1, 1 | 2, 3 | 4 in batches of two
+    assert rows == {tuple(t[t > 0].tolist()) for _, tt in plain for t in tt}

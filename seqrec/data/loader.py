@@ -32,7 +32,12 @@ def session_windows(split: SessionSplit, max_len: int) -> tuple[np.ndarray, np.n
 
 
 class SequenceLoader:
-    """Iterate ``(inputs, targets)`` LongTensors of shape ``[batch, max_len]``, 0 = padding."""
+    """Iterate ``(inputs, targets)`` LongTensors of shape ``[batch, width]``, 0 = padding.
+
+    With ``bucket=True`` (the default) windows of similar length share a batch and ``width`` is the
+    longest window of the batch (at most ``max_len``): sessions are short (3.6 clicks on average),
+    so this skips most of the padding. Batches are still drawn in a shuffled order.
+    """
 
     def __init__(
         self,
@@ -43,9 +48,10 @@ class SequenceLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        bucket: bool = True,
     ):
         self.items = np.asarray(split.items, dtype=np.int64)
-        self.max_len, self.batch_size, self.shuffle = max_len, batch_size, shuffle
+        self.max_len, self.batch_size, self.shuffle, self.bucket = max_len, batch_size, shuffle, bucket
         start, end = session_windows(split, max_len)
         self.start, self.end = start[rank::world_size], end[rank::world_size]
         self.seed, self.epoch = seed, 0
@@ -61,13 +67,20 @@ class SequenceLoader:
         """Make the shuffle order depend on the epoch (deterministic for a seed)."""
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = np.arange(len(self.start))
+    def _batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(len(self.start)) if self.shuffle else np.arange(len(self.start))
+        if self.bucket:
+            order = order[np.argsort(self.end[order] - self.start[order], kind="stable")]
+        batches = [order[b : b + self.batch_size] for b in range(0, len(order), self.batch_size)]
         if self.shuffle:
-            order = np.random.default_rng((self.seed, self.epoch)).permutation(order)
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b : b + self.batch_size]
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in self._batches():
             start, end = self.start[idx], self.end[idx]
-            inputs = gather_windows(self.items, start, end, self.max_len)
-            targets = gather_windows(self.items, start + 1, end + 1, self.max_len)
+            width = int((end - start).max()) if self.bucket else self.max_len
+            inputs = gather_windows(self.items, start, end, width)
+            targets = gather_windows(self.items, start + 1, end + 1, width)
             yield torch.from_numpy(inputs), torch.from_numpy(targets)

@@ -1,0 +1,152 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley 2018, ICDM).
+
+Item embeddings plus learnable positional embeddings feed a stack of Transformer blocks with causal
+multi-head self-attention; the output at position t scores every item by a dot product with the
+(tied) item embeddings, and the target is the click at t + 1. Training uses every position of every
+session with full-softmax cross-entropy (Klenitskiy & Vasilev 2023, "Turning dross into gold loss:
+is BERT4Rec really better than SASRec?"), or for very large catalogues a sampled softmax over
+in-batch and popularity-sampled negatives with logQ correction (Yi et al. 2019).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqrec.data.dataset import SessionSplit
+from seqrec.data.loader import SequenceLoader
+
+
+@dataclass
+class SASRecConfig:
+    """Architecture and loss of SASRec; training-loop settings live in ``TrainConfig``."""
+
+    max_len: int = 50
+    hidden: int = 64
+    blocks: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    emb_dropout: float = 0.2
+    loss: str = "ce"  # ce | sampled
+    label_smoothing: float = 0.0
+    n_negatives: int = 1024  # sampled softmax: popularity-sampled negatives per batch
+    causal: bool = True  # False: the bidirectional encoder of BERT4Rec
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: masked multi-head self-attention, then a point-wise feed-forward net."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.ffn = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden))
+        self.dropout = nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        x = x + self.dropout(self.proj(attn.transpose(1, 2).reshape(b, length, d)))
+        return x + self.dropout(self.ffn(self.norm2(x)))
+
+
+class SASRec(nn.Module):
+    """The SASRec encoder with tied input/output item embeddings."""
+
+    model_type = "sasrec"
+
+    def __init__(self, n_items: int, config: SASRecConfig, popularity: torch.Tensor | None = None):
+        super().__init__()
+        self.n_items, self.config = n_items, config
+        self.item_emb = nn.Embedding(n_items + 2, config.hidden, padding_idx=0)  # n_items + 1 = [MASK]
+        self.pos_emb = nn.Embedding(config.max_len, config.hidden)
+        self.emb_dropout = nn.Dropout(config.emb_dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(config.hidden, config.heads, config.dropout)
+                                    for _ in range(config.blocks))
+        self.final_norm = nn.LayerNorm(config.hidden)
+        pop = popularity if popularity is not None else torch.ones(n_items + 1)
+        pop = pop.float().clone()
+        pop[0] = 0.0
+        self.register_buffer("sample_probs", pop / pop.sum(), persistent=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` left-padded ids -> ``[B, L, hidden]`` states; position t sees inputs <= t.
+
+        Positions are counted from the right (the last click is always position ``max_len - 1``), so
+        leading padding columns can be dropped without changing any output.
+        """
+        b, length = inputs.shape
+        pad = inputs == 0
+        positions = torch.arange(length, device=inputs.device) + (self.config.max_len - length)
+        x = self.item_emb(inputs) * (self.config.hidden**0.5) + self.pos_emb(positions)[None]
+        x = self.emb_dropout(x) * (~pad)[..., None]
+        keys = ~pad[:, None, None, :]  # [B, 1, 1, L]: never attend to padding
+        if self.config.causal:
+            keys = keys & torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()[None, None]
+        allowed = keys | torch.eye(length, dtype=torch.bool, device=inputs.device)[None, None]  # no empty rows
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.final_norm(x)
+
+    def item_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Scores of all real items (column 0 = padding gets -inf; [MASK] is not an output)."""
+        logits = states @ self.item_emb.weight[: self.n_items + 1].T
+        logits[..., 0] = -torch.inf
+        return logits
+
+    def score(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Evaluator interface: scores of every item for the next click after each prefix."""
+        used = (inputs != 0).any(0).nonzero()
+        first = int(used[0]) if len(used) else inputs.shape[1] - 1
+        return self.item_logits(self.encode(inputs[:, first:])[:, -1]).float()
+
+    # -- training ---------------------------------------------------------------------------------
+    def batches(self, split: SessionSplit, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
+                rank: int = 0, world_size: int = 1) -> SequenceLoader:
+        loader = SequenceLoader(split, self.config.max_len, batch_size, shuffle, seed, rank, world_size)
+        loader.set_epoch(epoch)
+        return loader
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Mean next-item loss over all non-padding positions of the batch."""
+        inputs, targets = batch
+        states = self.encode(inputs)
+        mask = targets > 0
+        states, targets = states[mask], targets[mask]
+        if self.config.loss == "sampled" and self.training:
+            return self._sampled_softmax(states, targets)
+        return F.cross_entropy(self.item_logits(states).float(), targets,
+                               label_smoothing=self.config.label_smoothing if self.training else 0.0)
+
+    def _sampled_softmax(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Softmax over the batch's targets plus popularity-sampled negatives, corrected by log q."""
+        negatives = torch.multinomial(self.sample_probs, self.config.n_negatives, replacement=True)
+        candidates = torch.cat([targets.unique(), negatives])
+        logits = states @ self.item_emb.weight[candidates].T
+        logits = logits - torch.log(self.sample_probs[candidates] * self.config.n_negatives + 1e-12)
+        hit = candidates[None, :] == targets[:, None]
+        # the positive is the first candidate equal to the target; duplicates of it are masked out
+        first = hit & (hit.cumsum(1) == 1)
+        logits = logits.masked_fill(hit & ~first, -torch.inf)
+        return F.cross_entropy(logits.float(), first.float().argmax(1))

@@ -1,0 +1,273 @@
+"""The one training loop of every neural model.
+
+Protocol (PROTOCOL 3 and 5): train on ``train_tr`` while evaluating ``valid`` after every epoch,
+stop early on ``val_mrr_at_20`` with patience, then retrain from scratch on ``train_full`` for the
+chosen number of epochs (same schedule) and report the test metrics, all in one MLflow run.
+
+Every epoch ends with a checkpoint (model, optimiser, scheduler, RNG state, history) written to a
+temporary file and renamed, so a killed run loses at most one epoch; ``resume=True`` continues it in
+the same MLflow run and reaches the same result as an uninterrupted run with the same seed.
+
+A model plugs in by providing ``batches(split, batch_size, seed, epoch)`` (an iterable of batches),
+``loss(batch)`` (a scalar tensor) and ``score(inputs)`` (the evaluator's interface).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from seqrec.data.dataset import ProcessedDataset, SessionSplit
+from seqrec.evaluation import EvalResult, evaluate
+
+CHECKPOINT_ROOT = Path(os.environ.get("SEQREC_CHECKPOINTS", "checkpoints"))
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the training loop shared by all neural models."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.5
+    clip: float = 5.0
+    patience: int = 3
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    optimizer: str = "adamw"  # adamw | adam | adagrad
+    eval_batch_size: int = 512
+    refit: bool = True
+    progress: bool = True
+    threads: int = 0  # 0 = torch's default
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda was asked for but CUDA is not available")
+    return torch.device(name)
+
+
+@dataclass
+class History:
+    """Per-epoch records of both phases and the selection outcome."""
+
+    select: list[dict] = field(default_factory=list)
+    refit: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_value: float = -math.inf
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
+        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Linear warm-up, then cosine decay to 0 over ``cfg.epochs`` epochs."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def run_key(model_name: str, params: dict, data: ProcessedDataset) -> str:
+    """A digest of model, parameters and data: names the checkpoint directory of a run."""
+    blob = json.dumps({"model": model_name, "params": params, "data": data.digest, "path": str(data.path)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Checkpointer:
+    """Atomic per-epoch checkpoints of one training run."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.path = directory / "last.pt"
+
+    def save(self, state: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=False)
+
+    def save_json(self, name: str, obj: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f"{name}.tmp"
+        tmp.write_text(json.dumps(obj))
+        os.replace(tmp, self.directory / name)
+
+
+EpochCallback = Callable[[str, int, dict], None]
+
+
+class Trainer:
+    """Runs the select-then-refit protocol for one model factory."""
+
+    def __init__(self, build_model: Callable[[], nn.Module], data: ProcessedDataset, cfg: TrainConfig,
+                 checkpointer: Checkpointer, on_epoch: EpochCallback | None = None):
+        self.build_model, self.data, self.cfg = build_model, data, cfg
+        self.checkpointer, self.on_epoch = checkpointer, on_epoch
+        self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.history = History()
+
+    # -- one phase --------------------------------------------------------------------------------
+    def _train_epoch(self, model, opt, sched, split: SessionSplit, epoch: int, phase: str) -> float:
+        model.train()
+        total, count = 0.0, 0
+        batches = model.batches(split, self.cfg.batch_size, self.cfg.seed, epoch)
+        use_bf16 = self.device.type == "cuda"
+        bar = tqdm(batches, desc=f"{phase} epoch {epoch}", disable=not self.cfg.progress, leave=False, unit="batch")
+        for batch in bar:
+            batch = tuple(t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in batch)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = model.loss(batch)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"{phase} epoch {epoch}: the loss became {loss.item()}; the last good checkpoint is kept "
+                    f"at {self.checkpointer.path} (lower lr or raise clip)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), self.cfg.clip)
+            opt.step()
+            sched.step()
+            total += loss.item()
+            count += 1
+            if count % 20 == 0:
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / max(count, 1)
+
+    @torch.no_grad()
+    def _valid_loss(self, model, split: SessionSplit) -> float:
+        model.eval()
+        total, count = 0.0, 0
+        for batch in model.batches(split, self.cfg.eval_batch_size, self.cfg.seed, 0, shuffle=False):
+            batch = tuple(t.to(self.device) if torch.is_tensor(t) else t for t in batch)
+            total += model.loss(batch).item()
+            count += 1
+        return total / max(count, 1)
+
+    def _evaluate(self, model, split: SessionSplit, desc: str) -> EvalResult:
+        max_len = getattr(getattr(model, "config", None), "max_len", 50)
+        return evaluate(model, split, self.data.n_items, max_len, self.cfg.eval_batch_size,
+                        popularity=self.data.popularity, progress=self.cfg.progress, desc=desc)
+
+    def _fresh(self, phase: str):
+        torch.manual_seed(self.cfg.seed + (0 if phase == "select" else 1))
+        model = self.build_model().to(self.device)
+        opt = _make_optimizer(model, self.cfg)
+        split = self.data.split("train_tr" if phase == "select" else "train_full")
+        steps = len(model.batches(split, self.cfg.batch_size, self.cfg.seed, 0))
+        return model, opt, _make_scheduler(opt, self.cfg, steps), split
+
+    def _checkpoint(self, phase: str, epoch: int, model, opt, sched, best_state) -> None:
+        self.checkpointer.save({
+            "phase": phase, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "history": self.history.to_dict(), "best_state": best_state,
+        })
+
+    def run(self, resume: bool = False) -> tuple[nn.Module, History, EvalResult]:
+        """Select the epoch count on valid, refit on train_full, evaluate test; returns the final model."""
+        state = self.checkpointer.load() if resume else None
+        phase, start = "select", 1
+        model, opt, sched, split = self._fresh("select")
+        best_state = None
+        if state is not None:
+            self.history = History(**state["history"])
+            phase, start = state["phase"], state["epoch"] + 1
+            if phase == "refit":
+                model, opt, sched, split = self._fresh("refit")
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            if state.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            best_state = state.get("best_state")
+
+        if phase == "select":
+            best_state = self._select(model, opt, sched, split, start, best_state)
+            phase, start = "refit", 1
+            if self.cfg.refit:
+                model, opt, sched, split = self._fresh("refit")
+        if not self.cfg.refit:
+            model.load_state_dict(best_state)
+        else:
+            for epoch in range(start, self.history.best_epoch + 1):
+                started = time.perf_counter()
+                loss = self._train_epoch(model, opt, sched, split, epoch, "refit")
+                record = {"epoch": epoch, "refit_train_loss": loss, "refit_epoch_seconds": time.perf_counter() - started}
+                self.history.refit.append(record)
+                self._checkpoint("refit", epoch, model, opt, sched, None)
+                if self.on_epoch:
+                    self.on_epoch("refit", epoch, record)
+        test = self._evaluate(model, self.data.split("test"), "test")
+        return model, self.history, test
+
+    def _select(self, model, opt, sched, split, start: int, best_state) -> dict:
+        valid = self.data.split("valid")
+        since_best = len(self.history.select) - self.history.best_epoch
+        for epoch in range(start, self.cfg.epochs + 1):
+            if since_best >= self.cfg.patience:
+                break
+            started = time.perf_counter()
+            loss = self._train_epoch(model, opt, sched, split, epoch, "select")
+            seconds = time.perf_counter() - started
+            result = self._evaluate(model, valid, f"valid epoch {epoch}")
+            record = {"epoch": epoch, "train_loss": loss, "val_loss": self._valid_loss(model, valid),
+                      "epoch_seconds": seconds, **result.prefixed("val")}
+            self.history.select.append(record)
+            if record["val_mrr_at_20"] > self.history.best_value:
+                self.history.best_epoch, self.history.best_value = epoch, record["val_mrr_at_20"]
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                since_best = 0
+            else:
+                since_best += 1
+            self._checkpoint("select", epoch, model, opt, sched, best_state)
+            if self.on_epoch:
+                self.on_epoch("select", epoch, record)
+        return best_state

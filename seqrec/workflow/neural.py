@@ -1,0 +1,89 @@
+"""Training steps of the neural models (``train_sasrec``, ``train_bert4rec``, ``train_gru``) in MLflow.
+
+Presets are named the same for every model: ``tiny`` (seconds, for tests), ``sample`` (tuned on the
+real YooChoose sample's valid split) and ``default`` (YooChoose-size data); GRU4Rec adds ``small``,
+``medium`` and ``large``. Any field of the model's config or of ``TrainConfig`` can be overridden.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+import mlflow
+import torch
+
+from seqrec import tracking
+from seqrec.data.dataset import ProcessedDataset
+from seqrec.models.registry import MODELS
+from seqrec.training import CHECKPOINT_ROOT, Checkpointer, TrainConfig, Trainer, run_key
+from seqrec.workflow.plots import plot_curves
+from seqrec.workflow.report import log_model, log_test_result
+
+
+def split_overrides(model_name: str, preset: str, overrides: dict) -> tuple[object, TrainConfig]:
+    """Model config and train config for a preset, with ``overrides`` applied to whichever has the field."""
+    spec = MODELS[model_name]
+    if preset not in spec.presets:
+        raise ValueError(f"unknown preset {preset!r} for {model_name}, expected one of {sorted(spec.presets)}")
+    model_over, train_over = spec.presets[preset]
+    model_cfg = replace(spec.config_type(), **model_over)
+    train_cfg = replace(TrainConfig(), **train_over)
+    model_fields = {f.name for f in fields(model_cfg)}
+    train_fields = {f.name for f in fields(train_cfg)}
+    unknown = set(overrides) - model_fields - train_fields
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for {model_name}; "
+                         f"expected fields of {type(model_cfg).__name__} or TrainConfig")
+    model_cfg = replace(model_cfg, **{k: v for k, v in overrides.items() if k in model_fields})
+    train_cfg = replace(train_cfg, **{k: v for k, v in overrides.items() if k in train_fields})
+    return model_cfg, train_cfg
+
+
+def run_neural(model_name: str, data_dir: str, preset: str = "default", overrides: dict | None = None,
+               resume: bool = False, nested: bool = False) -> tuple[str, dict[str, float]]:
+    """Train one neural model with the select-then-refit protocol in one MLflow run."""
+    data = ProcessedDataset.load(data_dir)
+    model_cfg, train_cfg = split_overrides(model_name, preset, overrides or {})
+    spec = MODELS[model_name]
+    popularity = torch.as_tensor(data.popularity, dtype=torch.float32)
+
+    def build() -> torch.nn.Module:
+        return spec.model_type(data.n_items, model_cfg, popularity)
+
+    params = {**{f"model.{k}": v for k, v in asdict(model_cfg).items()},
+              **{f"train.{k}": v for k, v in asdict(train_cfg).items() if k not in ("progress",)}}
+    key = run_key(model_name, params, data)
+    checkpointer = Checkpointer(CHECKPOINT_ROOT / f"{model_name}-{key}")
+    run_file = checkpointer.directory / "run.json"
+    run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.exists() else None
+    if not resume and checkpointer.path.exists():
+        checkpointer.path.unlink()
+    tags = {tracking.TAG_MODEL: model_name, tracking.TAG_PRESET: preset, **tracking.dataset_tags(data.stats)}
+
+    def on_epoch(phase: str, epoch: int, record: dict) -> None:
+        tracking.log_metrics_at({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+
+    with tracking.start_run(f"train_{model_name}", tags=tags, nested=nested, run_id=run_id,
+                            run_name=f"{model_name}-{preset}-{data.name}") as run:
+        if run_id is None:
+            mlflow.log_params({"data": str(data_dir), "preset": preset, **params})
+            checkpointer.save_json("run.json", {"run_id": run.info.run_id})
+        trainer = Trainer(build, data, train_cfg, checkpointer, on_epoch)
+        started = time.perf_counter()
+        model, history, test = trainer.run(resume=resume)
+        wall = time.perf_counter() - started
+        train_seconds = sum(r["epoch_seconds"] for r in history.select) + \
+            sum(r["refit_epoch_seconds"] for r in history.refit)
+        tracking.log_metrics_at({"best_epoch": history.best_epoch, "wall_seconds": wall,
+                                 "n_parameters": sum(p.numel() for p in model.parameters())})
+        log_test_result(test, train_seconds)
+        with tempfile.TemporaryDirectory() as tmp:
+            for png in plot_curves(history, Path(tmp), f"{model_name} ({preset})"):
+                mlflow.log_artifact(str(png), "plots")
+        tracking.log_json(history.to_dict(), "history.json")
+        log_model(model.cpu().eval(), data, model_cfg.max_len)
+        return run.info.run_id, test.prefixed("test")

@@ -1,0 +1,44 @@
+"""Loss and metric curves of a training run, as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from seqrec.training import History  # noqa: E402
+
+
+def plot_curves(history: History, out_dir: Path, title: str) -> list[Path]:
+    """``loss_curves.png`` (train/valid loss per epoch) and ``metric_curves.png`` (valid Recall/MRR)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    epochs = [r["epoch"] for r in history.select]
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(epochs, [r["train_loss"] for r in history.select], marker="o", label="train loss (train_tr)")
+    ax.plot(epochs, [r["val_loss"] for r in history.select], marker="o", label="valid loss")
+    if history.refit:
+        ax.plot([r["epoch"] for r in history.refit], [r["refit_train_loss"] for r in history.refit],
+                marker="x", linestyle="--", label="refit loss (train_full)")
+    ax.axvline(history.best_epoch, color="grey", linestyle=":", label=f"best epoch {history.best_epoch}")
+    ax.set(xlabel="epoch", ylabel="cross-entropy loss (nats)", title=f"{title}: loss")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out_dir / "loss_curves.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("val_recall_at_20", "Recall@20"), ("val_recall_at_10", "Recall@10"),
+                       ("val_mrr_at_20", "MRR@20"), ("val_mrr_at_10", "MRR@10")):
+        ax.plot(epochs, [r[key] for r in history.select], marker="o", label=f"valid {label}")
+    ax.axvline(history.best_epoch, color="grey", linestyle=":")
+    ax.set(xlabel="epoch", ylabel="metric value", title=f"{title}: validation metrics", ylim=(0, 1))
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out_dir / "metric_curves.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
