@@ -240,7 +240,8 @@ class Trainer:
             for epoch in range(start, self.history.best_epoch + 1):
                 started = time.perf_counter()
                 loss = self._train_epoch(model, opt, sched, split, epoch, "refit")
-                record = {"epoch": epoch, "refit_train_loss": loss, "refit_epoch_seconds": time.perf_counter() - started}
+                seconds = time.perf_counter() - started
+                record = {"epoch": epoch, "refit_train_loss": loss, "refit_epoch_seconds": seconds}
                 self.history.refit.append(record)
                 self._checkpoint("refit", epoch, model, opt, sched, None)
                 if self.on_epoch:
