@@ -243,9 +243,9 @@ class Trainer:
                 seconds = time.perf_counter() - started
                 record = {"epoch": epoch, "refit_train_loss": loss, "refit_epoch_seconds": seconds}
                 self.history.refit.append(record)
-                self._checkpoint("refit", epoch, model, opt, sched, None)
                 if self.on_epoch:
                     self.on_epoch("refit", epoch, record)
+                self._checkpoint("refit", epoch, model, opt, sched, None)
         test = self._evaluate(model, self.data.split("test"), "test")
         return model, self.history, test
 
@@ -268,7 +268,7 @@ class Trainer:
                 since_best = 0
             else:
                 since_best += 1
-            self._checkpoint("select", epoch, model, opt, sched, best_state)
-            if self.on_epoch:
+            if self.on_epoch:  # logged before the checkpoint: a kill in between repeats the epoch, never skips it
                 self.on_epoch("select", epoch, record)
+            self._checkpoint("select", epoch, model, opt, sched, best_state)
         return best_state

@@ -87,3 +87,37 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
         tracking.log_json(history.to_dict(), "history.json")
         log_model(model.cpu().eval(), data, model_cfg.max_len)
         return run.info.run_id, test.prefixed("test")
+
+
+def cli(model_name: str, argv: list[str] | None = None) -> int:
+    """Command line of a ``train_<model>`` entry point; extra ``--key value`` pairs override any field."""
+    import argparse
+    import sys
+
+    from seqrec.training import TrainingDiverged
+    from seqrec.workflow.cli import bool_arg, int_arg, parse_overrides, parse_value
+
+    p = argparse.ArgumentParser(description=f"Train {model_name}: select on valid, refit, test, log to MLflow.")
+    p.add_argument("--data", required=True, help="processed dataset directory")
+    p.add_argument("--preset", default="default", help="tiny | sample | default (| small | medium | large)")
+    p.add_argument("--epochs", type=int_arg, default=0, help="maximum epochs (0: the preset's)")
+    p.add_argument("--device", default="", help="auto | cpu | cuda (empty: the preset's, auto)")
+    p.add_argument("--resume", type=bool_arg, default=False, help="continue the interrupted run")
+    p.add_argument("--params", default="", help="overrides as key=value,key=value")
+    args, extra = p.parse_known_args(argv)
+    overrides = parse_overrides(args.params)
+    if len(extra) % 2 or any(not k.startswith("--") for k in extra[::2]):
+        p.error(f"extra arguments must be --key value pairs, got {extra}")
+    overrides.update({k[2:].replace("-", "_"): parse_value(v) for k, v in zip(extra[::2], extra[1::2], strict=True)})
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    if args.device:
+        overrides["device"] = args.device
+    try:
+        run_id, metrics = run_neural(model_name, args.data, args.preset, overrides, resume=args.resume)
+    except (FileNotFoundError, ValueError, TypeError, TrainingDiverged) as exc:
+        print(f"train_{model_name}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"train_{model_name}: run {run_id}: test Recall@20 {metrics['test_recall_at_20']:.4f}, "
+          f"MRR@20 {metrics['test_mrr_at_20']:.4f}")
+    return 0

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from seqrec.models.sasrec import SASRec, SASRecConfig
+
+
+def model(**kw):
+    torch.manual_seed(0)
+    cfg = SASRecConfig(max_len=8, hidden=16, blocks=2, heads=2, dropout=0.0, emb_dropout=0.0, **kw)
+    return SASRec(30, cfg).eval()
+
+
+def random_batch(rng, rows=6, width=8, n_items=30):
+    lengths = rng.integers(1, width + 1, size=rows)
+    out = np.zeros((rows, width), dtype=np.int64)
+    for r, n in enumerate(lengths):
+        out[r, width - n:] = rng.integers(1, n_items + 1, size=n)
+    return torch.from_numpy(out), lengths
+
+
+def test_output_at_t_ignores_later_inputs_and_padding():
+    m = model()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        inputs, lengths = random_batch(rng)
+        states = m.encode(inputs)
+        for r, n in enumerate(lengths):
+            t = int(rng.integers(8 - n, 8))  # a real position
+            changed = inputs.clone()
+            changed[r, t + 1:] = torch.from_numpy(rng.integers(1, 31, size=7 - t))  # everything after t
+            torch.testing.assert_close(m.encode(changed)[r, t], states[r, t])
+            # more padding on the left (the same clicks further right would move positions, so pad in place)
+            trimmed = inputs[r:r + 1, 8 - n:]
+            torch.testing.assert_close(m.encode(trimmed)[0, -1], states[r, -1])
+
+
+def test_score_matches_encode_and_never_ranks_padding():
+    m = model()
+    inputs, _ = random_batch(np.random.default_rng(1))
+    scores = m.score(inputs)
+    assert scores.shape == (6, 31)
+    assert torch.isinf(scores[:, 0]).all()
+    torch.testing.assert_close(scores[:, 1:], (m.encode(inputs)[:, -1] @ m.item_emb.weight[1:31].T).float())
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled"])
+def test_loss_is_finite_for_one_click_prefixes_and_padded_rows(loss):
+    m = model(loss=loss, n_negatives=16).train()
+    inputs = torch.tensor([[0, 0, 0, 5], [0, 0, 0, 0], [1, 2, 3, 4]])
+    targets = torch.tensor([[0, 0, 0, 6], [0, 0, 0, 0], [2, 3, 4, 5]])
+    value = m.loss((inputs, targets))
+    assert torch.isfinite(value)
+    value.backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_bidirectional_encoder_sees_the_future():
+    m = model(causal=False)
+    inputs = torch.tensor([[0, 0, 1, 2, 3, 4, 5, 6]])
+    changed = inputs.clone()
+    changed[0, -1] = 9
+    assert not torch.allclose(m.encode(inputs)[0, 3], m.encode(changed)[0, 3])

@@ -1,0 +1,105 @@
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from seqrec.data.dataset import ProcessedDataset
+from seqrec.training import Checkpointer, TrainConfig, Trainer, TrainingDiverged
+from seqrec.workflow.neural import run_neural, split_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_presets_and_overrides():
+    model_cfg, train_cfg = split_overrides("sasrec", "tiny", {"hidden": 24, "lr": 0.01})
+    assert model_cfg.hidden == 24 and train_cfg.lr == 0.01 and train_cfg.epochs == 2
+    with pytest.raises(ValueError, match="unknown parameter"):
+        split_overrides("sasrec", "tiny", {"hiden": 24})
+    with pytest.raises(ValueError, match="unknown preset"):
+        split_overrides("sasrec", "huge", {})
+
+
+def test_run_logs_protocol_names_and_is_deterministic(processed, tmp_path, monkeypatch):
+    monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path)
+    overrides = {"epochs": 3, "patience": 3, "progress": False}
+    run_id, metrics = run_neural("sasrec", str(processed), "tiny", overrides)
+    run = mlflow.get_run(run_id)
+    assert run.data.tags["seqrec.model"] == "sasrec" and run.data.tags["seqrec.preset"] == "tiny"
+    assert {"seqrec.dataset", "seqrec.data_digest"} <= set(run.data.tags)
+    required = {"test_recall_at_10", "test_recall_at_20", "test_mrr_at_10", "test_mrr_at_20", "test_predictions",
+                "train_seconds", "train_loss", "val_loss", "val_recall_at_20", "val_mrr_at_20", "epoch_seconds"}
+    assert required <= set(run.data.metrics)
+    history = mlflow.MlflowClient().get_metric_history(run_id, "val_mrr_at_20")
+    assert [m.step for m in history] == [1, 2, 3]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert {"model", "plots", "item_mapping.json"} <= artifacts
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
+    assert {"plots/loss_curves.png", "plots/metric_curves.png"} <= plots
+    _, again = run_neural("sasrec", str(processed), "tiny", overrides)
+    assert again == metrics
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    data = ProcessedDataset.load(processed)
+    answer = model.predict({"session": [data.raw_ids[1], "unknown-item"], "k": 5})
+    assert len(answer["items"][0]) == 5 and answer["items"][0][0] in set(data.raw_ids[1:])
+
+
+class Exploding(torch.nn.Module):
+    """A model whose loss becomes NaN in its second epoch."""
+
+    def __init__(self, n_items):
+        super().__init__()
+        self.n_items = n_items
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.calls = 0
+
+    def batches(self, split, batch_size, seed, epoch, shuffle=True):
+        return [(torch.zeros(1),)] * 3
+
+    def loss(self, batch):
+        self.calls += 1
+        return self.w.sum() * (float("nan") if self.calls > 3 else 1.0)
+
+    def score(self, inputs):
+        return torch.zeros(len(inputs), self.n_items + 1)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(processed, tmp_path):
+    data = ProcessedDataset.load(processed)
+    ckpt = Checkpointer(tmp_path / "ck")
+    trainer = Trainer(lambda: Exploding(data.n_items), data, TrainConfig(epochs=3, progress=False, patience=5), ckpt)
+    with pytest.raises(TrainingDiverged, match="select epoch 2: the loss became nan"):
+        trainer.run()
+    assert ckpt.load()["epoch"] == 1
+
+
+def test_killed_run_resumes_in_the_same_run_with_the_same_result(processed, tmp_path):
+    env = {**os.environ, "SEQREC_CHECKPOINTS": str(tmp_path / "ck")}
+    cmd = [sys.executable, str(ROOT / "steps" / "train_sasrec.py"), "--data", str(processed), "--preset", "tiny",
+           "--epochs", "12", "--patience", "12", "--progress", "false"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "ck").glob("*/last.pt")):
+        time.sleep(0.02)
+    proc.kill()
+    assert proc.wait() == -9, "the run finished before it could be killed"
+    run_dir = next((tmp_path / "ck").glob("sasrec-*"))
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    done = torch.load(run_dir / "last.pt", weights_only=False)["epoch"]
+    assert done < 12
+    resumed = subprocess.run(cmd + ["--resume", "true"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert run_id in resumed.stdout
+    fresh_env = {**env, "SEQREC_CHECKPOINTS": str(tmp_path / "fresh")}
+    fresh = subprocess.run(cmd, env=fresh_env, cwd=tmp_path, capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    a, b = mlflow.get_run(run_id).data.metrics, mlflow.get_run(fresh.stdout.split("run ")[1].split(":")[0]).data.metrics
+    for key in ("test_recall_at_20", "test_mrr_at_20", "best_epoch"):
+        assert a[key] == b[key], key
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "train_loss")]
+    assert sorted(set(steps)) == list(range(1, max(steps) + 1))
