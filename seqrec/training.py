@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from seqrec.data.dataset import ProcessedDataset, SessionSplit
 from seqrec.evaluation import EvalResult, evaluate
+from seqrec.optim import IndexedAdagradM
 
 CHECKPOINT_ROOT = Path(os.environ.get("SEQREC_CHECKPOINTS", "checkpoints"))
 
@@ -50,7 +51,9 @@ class TrainConfig:
     patience: int = 3
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    optimizer: str = "adamw"  # adamw | adam | adagrad
+    optimizer: str = "adamw"  # adamw | adam | adagradm (Adagrad with momentum, sparse-aware)
+    momentum: float = 0.0  # adagradm only
+    schedule: str = "cosine"  # cosine (after warm-up) | constant
     eval_batch_size: int = 512
     refit: bool = True
     progress: bool = True
@@ -86,8 +89,8 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.AdamW(groups, lr=cfg.lr)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adagrad":
-        return torch.optim.Adagrad(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adagradm":
+        return IndexedAdagradM(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
@@ -97,6 +100,8 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoc
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
+        if cfg.schedule == "constant":
+            return 1.0
         if step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -169,7 +174,7 @@ class Trainer:
                     f"at {self.checkpointer.path} (lower lr or raise clip)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if self.cfg.clip > 0:
+            if self.cfg.clip > 0:  # (sparse gradients, as in GRU4Rec, are not clipped: clip=0)
                 nn.utils.clip_grad_norm_(model.parameters(), self.cfg.clip)
             opt.step()
             sched.step()

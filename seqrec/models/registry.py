@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from seqrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from seqrec.models.sasrec import SASRec, SASRecConfig
 
 
@@ -23,6 +24,21 @@ SASREC_PRESETS = {
                 {"epochs": 20, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.05, "patience": 3}),
 }
 
+# GRU4Rec trains like the official implementation: Adagrad (sparse rows), constant rate, no clipping.
+_GRU_TRAIN = {"optimizer": "adagradm", "schedule": "constant", "warmup_epochs": 0.0, "clip": 0.0, "lr": 0.07,
+              "batch_size": 48, "epochs": 10, "patience": 3}
+_GRU_OFFICIAL = {"constrained_embedding": True, "hidden": 480, "dropout_hidden": 0.2, "n_sample": 2048,
+                 "sample_alpha": 0.2, "logq": 1.0, "loss": "ce"}
+GRU4REC_PRESETS = {
+    "tiny": ({"hidden": 16, "n_sample": 32}, {**_GRU_TRAIN, "epochs": 2, "batch_size": 16, "patience": 1}),
+    "sample": (_GRU_OFFICIAL, _GRU_TRAIN),
+    "default": (_GRU_OFFICIAL, _GRU_TRAIN),
+    "small": ({**_GRU_OFFICIAL, "constrained_embedding": False, "embedding": 128, "hidden": 256}, _GRU_TRAIN),
+    "medium": ({**_GRU_OFFICIAL, "constrained_embedding": False, "embedding": 256, "hidden": 256}, _GRU_TRAIN),
+    "large": ({**_GRU_OFFICIAL, "constrained_embedding": False, "embedding": 256, "hidden": 512}, _GRU_TRAIN),
+}
+
 MODELS: dict[str, ModelSpec] = {
     "sasrec": ModelSpec(SASRec, SASRecConfig, SASREC_PRESETS),
+    "gru4rec": ModelSpec(GRU4Rec, GRU4RecConfig, GRU4REC_PRESETS),
 }

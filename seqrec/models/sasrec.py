@@ -136,7 +136,8 @@ class SASRec(nn.Module):
         states, targets = states[mask], targets[mask]
         if self.config.loss == "sampled" and self.training:
             return self._sampled_softmax(states, targets)
-        return F.cross_entropy(self.item_logits(states).float(), targets,
+        logits = states @ self.item_emb.weight[1 : self.n_items + 1].T  # real items only: no padding class
+        return F.cross_entropy(logits.float(), targets - 1,
                                label_smoothing=self.config.label_smoothing if self.training else 0.0)
 
     def _sampled_softmax(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
