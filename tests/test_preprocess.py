@@ -7,28 +7,6 @@ from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.preprocess import PreprocessConfig, preprocess
 from seqrec.data.readers import DataFormatError, read_clicks
 
-DAY = 86_400
-T0 = 1_400_000_000
-# (session, item, time): see the comments for what each session tests
-ROWS = [
-    (1, 1, 0), (1, 2, 10), (1, 3, 20),  # A: train_tr
-    (2, 2, 100), (2, 3, 110), (2, 1, 120),  # B: train_tr
-    (3, 1, 200),  # C: one click, dropped
-    (4, 9, 300), (4, 1, 310),  # D: item 9 has support 1 -> dropped, then D is too short
-    (5, 1, 2 * DAY), (5, 4, 2 * DAY + 10),  # E: valid; 4 unseen in train_tr -> E too short for valid
-    (7, 2, 2 * DAY + 100), (7, 3, 2 * DAY + 110),  # G: valid
-    (6, 4, 3.5 * DAY), (6, 1, 3.5 * DAY + 5), (6, 5, 3.5 * DAY + 9),  # F: test; 5 has support 1
-    (8, 6, 3.5 * DAY + 100), (8, 6, 3.5 * DAY + 110),  # H: test; item 6 unseen in train -> dropped
-]
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.tsv"
-    lines = ["SessionId\tItemId\tTime"] + [f"{s}\t{i}\t{T0 + t}" for s, i, t in ROWS]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
 
 def run(path, out, **kw):
     return preprocess(read_clicks(path), out, PreprocessConfig(min_item_support=2, **kw), "tiny", {"path": str(path)})

@@ -167,8 +167,12 @@ def preprocess(clicks: Clicks, out_dir: str | Path, cfg: PreprocessConfig, name:
     raw = {"clicks": len(clicks), "skipped_lines": clicks.skipped_lines,
            "time_min": float(clicks.time.min()), "time_max": float(clicks.time.max())}
     data, raw_items = _Sessions.build(clicks)
+    raw["sessions"] = len(data.session_ids)
+    raw["length1_sessions"] = int((data.lengths < 2).sum())
+    raw["items"] = len(raw_items)
     data = data.drop_short(cfg.min_session_length)
     support = np.bincount(data.item, minlength=len(raw_items))
+    raw["items_under_support"] = int((support < cfg.min_item_support).sum())
     data = data.keep_clicks(support[data.item] >= cfg.min_item_support).drop_short(cfg.min_session_length)
     if data.n_clicks == 0:
         raise DataFormatError(f"{label}: no sessions left after filtering (min_item_support="

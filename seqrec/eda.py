@@ -1,0 +1,238 @@
+"""Exploratory data analysis of a processed dataset: figures, plots and a one-page HTML report.
+
+Everything is aggregated with vectorised numpy over the compact click arrays and only aggregates
+are plotted (never millions of points), so a dataset of full YooChoose size takes about a minute.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from seqrec.data.dataset import ProcessedDataset, SessionSplit  # noqa: E402
+
+DAY = 86_400.0
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _concat(a: SessionSplit, b: SessionSplit) -> SessionSplit:
+    """All processed sessions: train_full followed by test."""
+    return SessionSplit(
+        np.concatenate([a.items, b.items]), np.concatenate([a.offsets, b.offsets[1:] + a.offsets[-1]]),
+        np.concatenate([a.times, b.times]), np.concatenate([a.session_ids, b.session_ids]),
+    )
+
+
+def gini(counts: np.ndarray) -> float:
+    """Gini coefficient of a distribution of counts (0 = equal, 1 = concentrated on one item)."""
+    x = np.sort(np.asarray(counts, dtype=np.float64))
+    n = len(x)
+    if n == 0 or x.sum() == 0:
+        return 0.0
+    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
+
+
+def power_law_exponent(counts: np.ndarray) -> float:
+    """Slope of log(frequency) against log(rank) by least squares (Zipf: about -1)."""
+    freq = np.sort(counts[counts > 0])[::-1].astype(np.float64)
+    if len(freq) < 2:
+        return 0.0
+    ranks = np.arange(1, len(freq) + 1)
+    slope, _ = np.polyfit(np.log(ranks), np.log(freq), 1)
+    return float(slope)
+
+
+def category_group(code: str) -> str:
+    """YooChoose category codes: 0 (unknown), S (special offer), 1-12, or a brand id (grouped)."""
+    if code in ("0", "S"):
+        return code
+    if code.isdigit() and 1 <= int(code) <= 12:
+        return code
+    return "brand"
+
+
+def compute(data: ProcessedDataset, buy_sessions: np.ndarray | None = None) -> tuple[dict, dict]:
+    """Return ``(summary, aggregates)``: figures for ``summary.json`` and arrays for the plots."""
+    full, test = data.split("train_full"), data.split("test")
+    alls = _concat(full, test)
+    lengths = alls.lengths
+    s: dict = {}
+    agg: dict = {}
+    raw = data.stats.get("raw", {})
+    s["clicks"], s["sessions"], s["items"] = alls.n_clicks, alls.n_sessions, data.n_items
+    s["session_length_mean"] = float(lengths.mean())
+    s["session_length_median"] = float(np.median(lengths))
+    s["session_length_p95"] = float(np.percentile(lengths, 95))
+    if raw.get("sessions"):
+        s["share_length1_sessions_dropped"] = raw.get("length1_sessions", 0) / raw["sessions"]
+    if raw.get("items"):
+        s["share_items_under_support"] = raw.get("items_under_support", 0) / raw["items"]
+    agg["length_hist"] = np.bincount(np.minimum(lengths, 100))
+
+    counts = np.bincount(alls.items, minlength=data.n_items + 1)[1:]
+    s["power_law_exponent"] = power_law_exponent(counts)
+    desc = np.sort(counts)[::-1]
+    total = desc.sum()
+    for pct in (1, 10, 20):
+        s[f"share_clicks_top_{pct}pct_items"] = float(desc[: max(1, len(desc) * pct // 100)].sum() / total)
+    s["gini"] = gini(counts)
+    agg["rank_freq"] = desc
+    agg["lorenz"] = np.concatenate([[0.0], np.cumsum(np.sort(counts)) / total])
+
+    table = data.item_table
+    cat_of_item = np.empty(data.n_items + 1, dtype=object)
+    cat_of_item[table["item"].to_numpy()] = [category_group(str(c)) for c in table["category"]]
+    groups = ["0", "S", *map(str, range(1, 13)), "brand"]
+    click_cat = cat_of_item[alls.items]
+    agg["category_clicks"] = {g: int((click_cat == g).sum()) for g in groups}
+
+    seconds = alls.times
+    s["first_day"], s["last_day"] = float(seconds.min()), float(seconds.max())
+    agg["by_hour"] = np.bincount(((seconds // 3600) % 24).astype(np.int64), minlength=24)
+    weekday = ((seconds // DAY).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+    agg["by_weekday"] = np.bincount(weekday, minlength=7)
+
+    same = np.ones(alls.n_clicks - 1, dtype=bool)
+    same[alls.offsets[1:-1] - 1] = False  # pairs that cross a session boundary
+    gaps = np.diff(seconds)[same]
+    s["median_seconds_between_clicks"] = float(np.median(gaps)) if len(gaps) else 0.0
+    duration = seconds[alls.offsets[1:] - 1] - seconds[alls.offsets[:-1]]
+    s["median_session_seconds"] = float(np.median(duration))
+    agg["gaps"], agg["durations"] = gaps, duration
+    prev, nxt = alls.items[:-1][same], alls.items[1:][same]
+    s["share_consecutive_repeats"] = float((prev == nxt).mean()) if len(prev) else 0.0
+    session = alls.session_of_click()
+    key = session.astype(np.int64) * (data.n_items + 1) + alls.items
+    uniq = len(np.unique(key))
+    s["share_repeat_clicks"] = float(1 - uniq / alls.n_clicks)
+    known = (cat_of_item[prev] != "0") & (cat_of_item[nxt] != "0")  # category 0 means unknown
+    if known.any():
+        s["share_next_click_same_category"] = float((cat_of_item[prev] == cat_of_item[nxt])[known].mean())
+
+    if buy_sessions is not None:
+        buyers = np.isin(alls.session_ids, buy_sessions)
+        s["share_sessions_with_buy"] = float(buyers.mean())
+        s["clicks_per_buying_session"] = float(lengths[buyers].mean()) if buyers.any() else 0.0
+        s["clicks_per_non_buying_session"] = float(lengths[~buyers].mean()) if (~buyers).any() else 0.0
+
+    day0 = np.floor(seconds.min() / DAY)
+    agg["clicks_per_day"] = np.bincount((np.floor(seconds / DAY) - day0).astype(np.int64))
+    agg["day0"] = day0
+    agg["boundaries"] = data.stats.get("boundaries", {})
+    return s, agg
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot(summary: dict, agg: dict, out: Path) -> list[Path]:
+    """Write the EDA plots under ``out`` and return their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    hist = agg["length_hist"]
+    ax.bar(np.arange(len(hist)), hist, width=1.0)
+    ax.set(yscale="log", xlabel="clicks per session (100 = 100 or more)", ylabel="sessions (log scale)",
+           title=f"Session lengths (mean {summary['session_length_mean']:.2f}, "
+                 f"median {summary['session_length_median']:.0f}, p95 {summary['session_length_p95']:.0f})")
+    paths.append(_save(fig, out / "session_lengths.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    freq = agg["rank_freq"]
+    ranks = np.unique(np.geomspace(1, len(freq), 300).astype(np.int64))
+    ax.loglog(ranks, np.maximum(freq[ranks - 1], 0.5), marker=".", linestyle="")
+    ax.set(xlabel="item popularity rank (log scale)", ylabel="clicks (log scale)",
+           title=f"Item popularity: rank-frequency (slope {summary['power_law_exponent']:.2f})")
+    paths.append(_save(fig, out / "item_popularity.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    lorenz = agg["lorenz"]
+    idx = np.unique(np.linspace(0, len(lorenz) - 1, 300).astype(np.int64))
+    ax.plot(idx / (len(lorenz) - 1), lorenz[idx], label="items")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="equal popularity")
+    ax.set(xlabel="share of items (least clicked first)", ylabel="share of clicks",
+           title=f"Lorenz curve (Gini {summary['gini']:.3f})")
+    ax.legend()
+    paths.append(_save(fig, out / "lorenz_curve.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    cats = agg["category_clicks"]
+    ax.bar(list(cats), list(cats.values()))
+    ax.set(yscale="log", xlabel="category code (brands grouped)", ylabel="clicks (log scale)",
+           title="Clicks by item category")
+    paths.append(_save(fig, out / "categories.png"))
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.bar(np.arange(24), agg["by_hour"])
+    a1.set(xlabel="hour of day (UTC)", ylabel="clicks", title="Clicks by hour of day")
+    a2.bar(WEEKDAYS, agg["by_weekday"])
+    a2.set(xlabel="weekday", ylabel="clicks", title="Clicks by weekday")
+    paths.append(_save(fig, out / "clicks_by_time.png"))
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    bins = np.geomspace(1, 1e5, 60)
+    a1.hist(np.clip(agg["gaps"], 1, 1e5), bins=bins)
+    a1.set(xscale="log", yscale="log", xlabel="seconds between clicks (log scale)", ylabel="click pairs (log)",
+           title=f"Time between clicks (median {summary['median_seconds_between_clicks']:.0f} s)")
+    a2.hist(np.clip(agg["durations"], 1, 1e5), bins=bins)
+    a2.set(xscale="log", yscale="log", xlabel="session duration in seconds (log scale)", ylabel="sessions (log)",
+           title=f"Session duration (median {summary['median_session_seconds']:.0f} s)")
+    paths.append(_save(fig, out / "timing.png"))
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    per_day = agg["clicks_per_day"]
+    ax.bar(np.arange(len(per_day)), per_day, width=1.0)
+    for name, color in (("valid_start", "orange"), ("test_start", "red")):
+        if name in agg["boundaries"]:
+            ax.axvline(agg["boundaries"][name] / DAY - agg["day0"], color=color, label=name.replace("_", " "))
+    ax.set(xlabel="day since the first click", ylabel="clicks",
+           title="Clicks per day with the train_tr / valid / test boundaries")
+    ax.legend()
+    paths.append(_save(fig, out / "split.png"))
+    return paths
+
+
+def write_report(summary: dict, plots: list[Path], path: Path, title: str) -> Path:
+    """One self-contained HTML page with the figures and the plots embedded."""
+    rows = "\n".join(f"<tr><td>{html.escape(k)}</td><td>{v:,.4g}</td></tr>" if isinstance(v, float)
+                     else f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" for k, v in summary.items())
+    images = "\n".join(
+        f'<h2>{html.escape(p.stem.replace("_", " "))}</h2>'
+        f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        for p in plots)
+    path.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:auto}}td{{padding:2px 12px}}img{{max-width:100%}}</style>
+</head><body><h1>{html.escape(title)}</h1><table>{rows}</table>{images}</body></html>""")
+    return path
+
+
+def buy_sessions_of(data: ProcessedDataset, buys: str | Path | None) -> np.ndarray | None:
+    """Session ids with a buy: from a raw buys file when given, else the dataset's ``buys.parquet``."""
+    if buys:
+        from seqrec.data.readers import read_buys
+
+        return np.unique(read_buys(buys).session)
+    stored = data.path / "buys.parquet"
+    return np.unique(pq.read_table(stored, columns=["session"])["session"].to_numpy()) if stored.exists() else None
+
+
+def run(data: ProcessedDataset, out: Path, buys: str | Path | None = None) -> tuple[dict, list[Path], Path]:
+    """Compute, plot and report into ``out`` (``plots/eda/*.png``, ``summary.json``, ``report.html``)."""
+    summary, agg = compute(data, buy_sessions_of(data, buys))
+    plots = plot(summary, agg, out / "plots" / "eda")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    report = write_report(summary, plots, out / "report.html", f"EDA of {data.name}")
+    return summary, plots, report
