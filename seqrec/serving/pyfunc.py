@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.models import ModelSignature
-from mlflow.types.schema import Array, ColSpec, Schema
+from mlflow.types.schema import AnyType, Array, ColSpec, Schema
 
 DEFAULT_K = 20
 MAX_K = 1000
@@ -115,7 +115,7 @@ class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
 
 
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec(Array("string"), "session"), ColSpec("long", "k", required=False)]),
+    inputs=Schema([ColSpec(Array(AnyType()), "session"), ColSpec("long", "k", required=False)]),
     outputs=Schema([ColSpec(Array("string"), "items"), ColSpec(Array("double"), "scores")]),
 )
 
