@@ -14,6 +14,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import mlflow
@@ -26,6 +27,20 @@ TAG_PRESET = "seqrec.preset"
 TAG_DATASET = "seqrec.dataset"
 TAG_DIGEST = "seqrec.data_digest"
 TAG_STEP = "seqrec.step"
+TAG_STEP_KEY = "seqrec.step_key"
+_STEP_SCOPE: ContextVar[dict | None] = ContextVar("seqrec_step_scope", default=None)
+
+
+@contextmanager
+def step_key_scope(key: str) -> Iterator[dict]:
+    """Tag the next run started inside the scope with ``key`` (for reuse by ``main``); the scope's
+    dict receives that run's id."""
+    scope = {"key": key}
+    token = _STEP_SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _STEP_SCOPE.reset(token)
 
 
 def _leave_default_experiment(experiment: str) -> None:
@@ -56,6 +71,10 @@ def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = Fals
     with mlflow.start_run(run_id=run_id, nested=nested and run_id is None,
                           run_name=None if run_id else run_name) as run:
         mlflow.set_tags({TAG_STEP: step, **(tags or {})})
+        scope = _STEP_SCOPE.get()
+        if scope is not None and "run_id" not in scope:
+            scope["run_id"] = run.info.run_id
+            mlflow.set_tag(TAG_STEP_KEY, scope["key"])
         launcher = os.environ.pop("SEQREC_LAUNCHER_RUN_ID", None)
         if launcher:
             mlflow.MlflowClient().set_tag(launcher, "seqrec.logged_to_run", run.info.run_id)

@@ -17,8 +17,10 @@ def parse_args(argv: list[str] | None = None) -> MainParams:
     p.add_argument("--fraction", type=int_arg, default=1)
     p.add_argument("--synthetic-clicks", type=int_arg, default=200_000)
     p.add_argument("--seed", type=int_arg, default=0)
+    p.add_argument("--epochs", type=int_arg, default=3, help="cap on neural models' epochs (0: presets')")
+    p.add_argument("--models", default="all", help="comma-separated model names, or all")
     a = p.parse_args(argv)
-    return MainParams(a.clicks, a.buys, a.fraction, a.synthetic_clicks, a.seed)
+    return MainParams(a.clicks, a.buys, a.fraction, a.synthetic_clicks, a.seed, a.epochs, a.models)
 
 
 def main(argv: list[str] | None = None) -> int:

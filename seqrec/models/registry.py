@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seqrec.models.gru4rec import GRU4Rec, GRU4RecConfig
-from seqrec.models.sasrec import SASRec, SASRecConfig
+from seqrec.models.sasrec import BERT4Rec, BERT4RecConfig, SASRec, SASRecConfig
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,14 @@ GRU4REC_PRESETS = {
     "large": ({**_GRU_OFFICIAL, "constrained_embedding": False, "embedding": 256, "hidden": 512}, _GRU_TRAIN),
 }
 
+BERT4REC_PRESETS = {
+    "tiny": SASREC_PRESETS["tiny"],
+    "sample": ({**SASREC_PRESETS["sample"][0], "mask_ratio": 0.2}, {**SASREC_PRESETS["sample"][1], "epochs": 60}),
+    "default": ({**SASREC_PRESETS["default"][0], "mask_ratio": 0.2}, SASREC_PRESETS["default"][1]),
+}
+
 MODELS: dict[str, ModelSpec] = {
     "sasrec": ModelSpec(SASRec, SASRecConfig, SASREC_PRESETS),
+    "bert4rec": ModelSpec(BERT4Rec, BERT4RecConfig, BERT4REC_PRESETS),
     "gru4rec": ModelSpec(GRU4Rec, GRU4RecConfig, GRU4REC_PRESETS),
 }

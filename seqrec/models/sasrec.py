@@ -151,3 +151,53 @@ class SASRec(nn.Module):
         first = hit & (hit.cumsum(1) == 1)
         logits = logits.masked_fill(hit & ~first, -torch.inf)
         return F.cross_entropy(logits.float(), first.float().argmax(1))
+
+
+@dataclass
+class BERT4RecConfig(SASRecConfig):
+    """BERT4Rec: the SASRec encoder made bidirectional, trained by masked item prediction."""
+
+    causal: bool = False
+    mask_ratio: float = 0.2
+
+
+class BERT4Rec(SASRec):
+    """BERT4Rec (Sun et al. 2019, CIKM): "Sequential recommendation with bidirectional encoder
+    representations from Transformer".
+
+    Training masks a random ``mask_ratio`` of the clicks of each window (and always the last one in
+    a share of the rows, the inference situation) with a ``[MASK]`` token and predicts them with a
+    full softmax; at inference the mask is appended after the prefix and its output scores items.
+    """
+
+    model_type = "bert4rec"
+
+    @property
+    def mask_id(self) -> int:
+        return self.n_items + 1
+
+    def score(self, inputs: torch.Tensor) -> torch.Tensor:
+        used = (inputs != 0).any(0).nonzero()
+        first = int(used[0]) if len(used) else inputs.shape[1] - 1
+        masked = torch.cat([inputs[:, first:], torch.full_like(inputs[:, :1], self.mask_id)], 1)
+        masked = masked[:, -self.config.max_len :]
+        return self.item_logits(self.encode(masked)[:, -1]).float()
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        inputs, targets = batch
+        # the whole window: inputs plus the last target, at most max_len clicks
+        sequence = torch.cat([inputs, targets[:, -1:]], 1)[:, -self.config.max_len :]
+        real = sequence > 0
+        if self.training:
+            masked = (torch.rand(sequence.shape, device=sequence.device) < self.config.mask_ratio) & real
+            last_only = torch.rand(len(sequence), device=sequence.device) < self.config.mask_ratio
+            masked[:, -1] |= last_only
+        else:  # validation loss: the inference situation, only the last click is masked
+            masked = torch.zeros_like(real)
+            masked[:, -1] = True
+        masked &= real
+        corrupted = sequence.masked_fill(masked, self.mask_id)
+        states = self.encode(corrupted)[masked]
+        logits = states @ self.item_emb.weight[1 : self.n_items + 1].T
+        return F.cross_entropy(logits.float(), sequence[masked] - 1,
+                               label_smoothing=self.config.label_smoothing if self.training else 0.0)

@@ -32,5 +32,6 @@ def run_baseline(data_dir: str, model: str, params: dict | None = None, max_len:
         test = evaluate(baseline, data.split("test"), data.n_items, max_len, popularity=data.popularity,
                         desc=f"{model} test")
         log_test_result(test, train_seconds)
+        tracking.log_metrics_at({"n_parameters": baseline.n_parameters})
         log_model(baseline, data, max_len)
         return run.info.run_id, test.prefixed("test")

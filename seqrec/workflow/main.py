@@ -1,11 +1,34 @@
-"""The ``main`` workflow: every step as a nested child run of one parent run."""
+"""The ``main`` workflow: every step as a nested child run of one parent run, finished steps reused.
+
+preprocess -> eda -> the baselines -> GRU4Rec small, medium, large -> SASRec -> BERT4Rec -> register,
+then a comparison table (``comparison.md``) and chart of every model. A step whose run already
+finished for the same inputs and parameters (keyed by a digest of data and parameters) is reused, so
+a second ``main`` after a crash picks up where the first stopped.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mlflow
 
 from seqrec import tracking
-from seqrec.workflow.preprocess import PreprocessParams, run_preprocess
+from seqrec.data.dataset import ProcessedDataset
+from seqrec.data.preprocess import PreprocessConfig, file_digest
+from seqrec.models.baselines import BASELINES
+from seqrec.workflow.baseline import run_baseline
+from seqrec.workflow.eda import run_eda
+from seqrec.workflow.neural import run_neural
+from seqrec.workflow.preprocess import PreprocessParams, resolve_inputs, run_preprocess
+from seqrec.workflow.register import run_register
+
+NEURAL = (("gru4rec", "small"), ("gru4rec", "medium"), ("gru4rec", "large"), ("sasrec", "default"),
+          ("bert4rec", "default"))
 
 
 @dataclass
@@ -17,15 +40,140 @@ class MainParams:
     fraction: int = 1
     synthetic_clicks: int = 200_000
     seed: int = 0
+    epochs: int = 3  # cap on the epochs of every neural model (0: the presets' own)
+    models: str = "all"  # comma-separated names (pop, sr, ..., gru4rec, sasrec, bert4rec) or "all"
+    neural_overrides: dict = field(default_factory=dict)
+
+
+def step_key(name: str, payload: dict) -> str:
+    blob = json.dumps({"step": name, **payload}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def finished_run(key: str):
+    """The finished child run with this step key, if any."""
+    exp = mlflow.get_experiment_by_name(tracking.EXPERIMENT)
+    if exp is None:
+        return None
+    runs = mlflow.MlflowClient().search_runs(
+        [exp.experiment_id], f"tags.`{tracking.TAG_STEP_KEY}` = '{key}' and attributes.status = 'FINISHED'",
+        max_results=1, order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
+def reuse_or_run(name: str, payload: dict, execute: Callable[[], object]) -> tuple[str, bool]:
+    """Run ``execute`` (which starts one nested run) unless a finished run has the same key."""
+    key = step_key(name, payload)
+    found = finished_run(key)
+    if found is not None:
+        print(f"main: reusing {name} (run {found.info.run_id})")
+        return found.info.run_id, True
+    with tracking.step_key_scope(key) as scope:
+        execute()
+    return scope["run_id"], False
+
+
+def _wanted(models: str) -> set[str]:
+    known = set(BASELINES) | {m for m, _ in NEURAL}
+    wanted = known if models == "all" else {m.strip() for m in models.split(",") if m.strip()}
+    unknown = wanted - known
+    if unknown:
+        raise ValueError(f"unknown model(s) {sorted(unknown)}, expected some of {sorted(known)}")
+    return wanted
 
 
 def run_main(params: MainParams) -> dict:
-    """Run the pipeline; returns what each step produced, keyed by step name."""
-    results: dict = {}
+    """Run the pipeline; returns the child run ids and the comparison rows."""
+    wanted = _wanted(params.models)
+    results: dict = {"runs": {}}
     with tracking.start_run("main", run_name="main"):
+        mlflow.log_params({k: v for k, v in asdict(params).items() if k != "neural_overrides"})
         pre = PreprocessParams(clicks=params.clicks, buys=params.buys, synthetic_clicks=params.synthetic_clicks,
-                               seed=params.seed)
-        pre.config = type(pre.config)(fraction=params.fraction)
-        data_dir, stats = run_preprocess(pre, nested=True)
-        results["preprocess"] = {"data": data_dir, "stats": stats}
+                               seed=params.seed, config=PreprocessConfig(fraction=params.fraction))
+        clicks, buys, name = resolve_inputs(pre)
+        pre.clicks, pre.buys, pre.name = str(clicks), str(buys or ""), name
+        source = {"clicks": file_digest(clicks), "buys": file_digest(buys) if buys else "",
+                  "config": asdict(pre.config)}
+        out = {}
+
+        def preprocess() -> None:
+            out["data"], _ = run_preprocess(pre, nested=True)
+
+        run_id, reused = reuse_or_run("preprocess", source, preprocess)
+        data_dir = out["data"] if not reused else mlflow.get_run(run_id).data.params["out"]
+        data = ProcessedDataset.load(data_dir)
+        results["runs"]["preprocess"] = run_id
+        digest = {"data": data.digest}
+        results["runs"]["eda"] = reuse_or_run("eda", digest, lambda: run_eda(data_dir, nested=True))[0]
+        for model in BASELINES:
+            if model in wanted:
+                results["runs"][model] = reuse_or_run(
+                    f"train_baseline:{model}", digest, lambda m=model: run_baseline(data_dir, m, nested=True))[0]
+        overrides = dict(params.neural_overrides)
+        if params.epochs:
+            overrides["epochs"] = params.epochs
+        for model, preset in NEURAL:
+            if model in wanted:
+                payload = {**digest, "preset": preset, "overrides": overrides}
+                results["runs"][f"{model}-{preset}"] = reuse_or_run(
+                    f"train_{model}:{preset}", payload,
+                    lambda m=model, p=preset: run_neural(m, data_dir, p, overrides, nested=True))[0]
+        decision = run_register(nested=True)
+        results["register"] = decision
+        rows = comparison_rows(list(results["runs"].values()))
+        results["comparison"] = rows
+        table = comparison_markdown(rows, decision.get("run_id"))
+        print(table)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "comparison.md").write_text(table)
+            mlflow.log_artifact(str(Path(tmp) / "comparison.md"))
+            if rows:
+                mlflow.log_artifact(str(comparison_chart(rows, Path(tmp) / "comparison.png")))
     return results
+
+
+def comparison_rows(run_ids: list[str]) -> list[dict]:
+    """One row per training run: model, preset, test metrics, train time and parameter count."""
+    rows = []
+    for run_id in run_ids:
+        run = mlflow.get_run(run_id)
+        m, tags = run.data.metrics, run.data.tags
+        if "test_recall_at_20" not in m or not tags.get(tracking.TAG_STEP, "").startswith("train_"):
+            continue
+        rows.append({"model": tags.get(tracking.TAG_MODEL, ""), "preset": tags.get(tracking.TAG_PRESET, ""),
+                     "run_id": run_id, **{k: m.get(k, float("nan")) for k in (
+                         "test_recall_at_10", "test_recall_at_20", "test_mrr_at_10", "test_mrr_at_20",
+                         "train_seconds", "n_parameters")}})
+    return sorted(rows, key=lambda r: -r["test_mrr_at_20"])
+
+
+def comparison_markdown(rows: list[dict], champion_run: str | None = None) -> str:
+    lines = ["| model | preset | Recall@10 | Recall@20 | MRR@10 | MRR@20 | train s | parameters |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        star = " (champion)" if r["run_id"] == champion_run else ""
+        lines.append(f"| {r['model']}{star} | {r['preset']} | {r['test_recall_at_10']:.4f} | "
+                     f"{r['test_recall_at_20']:.4f} | {r['test_mrr_at_10']:.4f} | {r['test_mrr_at_20']:.4f} | "
+                     f"{r['train_seconds']:.1f} | {int(r['n_parameters']):,} |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_chart(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [f"{r['model']}\n{r['preset']}" for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(7, len(rows) * 0.8), 4.5))
+    ax.bar(x - 0.2, [r["test_recall_at_20"] for r in rows], 0.4, label="Recall@20")
+    ax.bar(x + 0.2, [r["test_mrr_at_20"] for r in rows], 0.4, label="MRR@20")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set(ylabel="test metric value", ylim=(0, 1), title="Test accuracy of every model (full ranking)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -78,8 +78,10 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
         wall = time.perf_counter() - started
         train_seconds = sum(r["epoch_seconds"] for r in history.select) + \
             sum(r["refit_epoch_seconds"] for r in history.refit)
+        best = history.select[history.best_epoch - 1]
         tracking.log_metrics_at({"best_epoch": history.best_epoch, "wall_seconds": wall,
-                                 "n_parameters": sum(p.numel() for p in model.parameters())})
+                                 "n_parameters": sum(p.numel() for p in model.parameters()),
+                                 **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}})
         log_test_result(test, train_seconds)
         with tempfile.TemporaryDirectory() as tmp:
             for png in plot_curves(history, Path(tmp), f"{model_name} ({preset})"):

@@ -13,10 +13,11 @@ from seqrec.evaluation import EvalResult, plot_by_length
 from seqrec.serving.pyfunc import Recommender
 
 
-def log_test_result(result: EvalResult, train_seconds: float) -> None:
+def log_test_result(result: EvalResult, train_seconds: float | None = None) -> None:
     """Final metrics: ``test_*`` (with ``test_predictions``), ``train_seconds`` and the by-length plot."""
     metrics = result.prefixed("test")
-    metrics["train_seconds"] = train_seconds
+    if train_seconds is not None:
+        metrics["train_seconds"] = train_seconds
     tracking.log_metrics_at(metrics)
     tracking.log_json(result.by_length, "test_by_length.json")
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,6 +28,11 @@ class Baseline(ABC):
     def score_numpy(self, inputs: np.ndarray) -> np.ndarray:
         """``inputs`` ``[B, L]`` left-padded item ids -> scores ``[B, n_items + 1]``."""
 
+    @property
+    def n_parameters(self) -> int:
+        """Numbers the fitted model stores (non-zeros of its tables), for comparisons with neural models."""
+        return self.n_items
+
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(self.score_numpy(inputs.cpu().numpy()), dtype=np.float32))
 
@@ -38,6 +43,10 @@ class LastItemModel(Baseline):
     def __init__(self) -> None:
         super().__init__()
         self.matrix = sp.csr_matrix((1, 1))
+
+    @property
+    def n_parameters(self) -> int:
+        return int(self.matrix.nnz)
 
     def score_numpy(self, inputs: np.ndarray) -> np.ndarray:
         return self.matrix[inputs[:, -1]].toarray()

@@ -103,6 +103,10 @@ class SessionKNN(Baseline):
         self.idf_values[item_sessions == 0] = 0.0
         return self
 
+    @property
+    def n_parameters(self) -> int:
+        return int(self.session_items.nnz)
+
     def _position_weights(self, pos: np.ndarray, length: np.ndarray) -> np.ndarray:
         scheme = self.config.position_weight
         if scheme == "none":

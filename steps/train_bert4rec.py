@@ -1,0 +1,8 @@
+"""Entry point ``train_bert4rec``: BERT4Rec (Sun et al. 2019) trained with the shared training core."""
+
+import sys
+
+from seqrec.workflow.neural import cli
+
+if __name__ == "__main__":
+    sys.exit(cli("bert4rec"))
