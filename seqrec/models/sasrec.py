@@ -28,6 +28,7 @@ class SASRecConfig:
     hidden: int = 64
     blocks: int = 2
     heads: int = 2
+    ffn_mult: int = 4  # point-wise feed-forward width = ffn_mult * hidden
     dropout: float = 0.2
     emb_dropout: float = 0.2
     loss: str = "ce"  # ce | sampled
@@ -39,14 +40,15 @@ class SASRecConfig:
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: masked multi-head self-attention, then a point-wise feed-forward net."""
 
-    def __init__(self, hidden: int, heads: int, dropout: float):
+    def __init__(self, hidden: int, heads: int, dropout: float, ffn_mult: int = 4):
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(hidden)
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
         self.norm2 = nn.LayerNorm(hidden)
-        self.ffn = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden))
+        inner = ffn_mult * hidden
+        self.ffn = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(), nn.Dropout(dropout), nn.Linear(inner, hidden))
         self.dropout = nn.Dropout(dropout)
         self.attn_dropout = dropout
 
@@ -71,7 +73,7 @@ class SASRec(nn.Module):
         self.item_emb = nn.Embedding(n_items + 2, config.hidden, padding_idx=0)  # n_items + 1 = [MASK]
         self.pos_emb = nn.Embedding(config.max_len, config.hidden)
         self.emb_dropout = nn.Dropout(config.emb_dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(config.hidden, config.heads, config.dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(config.hidden, config.heads, config.dropout, config.ffn_mult)
                                     for _ in range(config.blocks))
         self.final_norm = nn.LayerNorm(config.hidden)
         pop = popularity if popularity is not None else torch.ones(n_items + 1)
