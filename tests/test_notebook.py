@@ -15,7 +15,8 @@ def test_model_check_notebook_runs_top_to_bottom(processed, monkeypatch, tmp_pat
     run_id, _ = run_baseline(str(processed), "sr")
     monkeypatch.setenv("SEQREC_MODEL_URI", f"runs:/{run_id}/model")
     monkeypatch.setenv("SEQREC_DATA", str(processed))
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    resources = {"metadata": {"path": str(tmp_path)}}
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources=resources)
     try:
         client.execute()
     except Exception as exc:  # pragma: no cover - the message tells which cell failed
