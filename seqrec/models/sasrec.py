@@ -29,6 +29,8 @@ class SASRecConfig:
     blocks: int = 2
     heads: int = 2
     ffn_mult: int = 4  # point-wise feed-forward width = ffn_mult * hidden
+    norm_first: bool = True  # pre-LayerNorm blocks; False: post-LayerNorm (the original Transformer)
+    emb_scale: bool = True  # multiply item embeddings by sqrt(hidden) before adding positions
     dropout: float = 0.2
     emb_dropout: float = 0.2
     loss: str = "ce"  # ce | sampled
@@ -40,9 +42,9 @@ class SASRecConfig:
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: masked multi-head self-attention, then a point-wise feed-forward net."""
 
-    def __init__(self, hidden: int, heads: int, dropout: float, ffn_mult: int = 4):
+    def __init__(self, hidden: int, heads: int, dropout: float, ffn_mult: int = 4, norm_first: bool = True):
         super().__init__()
-        self.heads = heads
+        self.heads, self.norm_first = heads, norm_first
         self.norm1 = nn.LayerNorm(hidden)
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
@@ -52,14 +54,20 @@ class TransformerBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.attn_dropout = dropout
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         b, length, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         attn = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.attn_dropout if self.training else 0.0
         )
-        x = x + self.dropout(self.proj(attn.transpose(1, 2).reshape(b, length, d)))
-        return x + self.dropout(self.ffn(self.norm2(x)))
+        return self.dropout(self.proj(attn.transpose(1, 2).reshape(b, length, d)))
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self._attend(self.norm1(x), allowed)
+            return x + self.dropout(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self._attend(x, allowed))
+        return self.norm2(x + self.dropout(self.ffn(x)))
 
 
 class SASRec(nn.Module):
@@ -73,8 +81,10 @@ class SASRec(nn.Module):
         self.item_emb = nn.Embedding(n_items + 2, config.hidden, padding_idx=0)  # n_items + 1 = [MASK]
         self.pos_emb = nn.Embedding(config.max_len, config.hidden)
         self.emb_dropout = nn.Dropout(config.emb_dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(config.hidden, config.heads, config.dropout, config.ffn_mult)
-                                    for _ in range(config.blocks))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.hidden, config.heads, config.dropout, config.ffn_mult, config.norm_first)
+            for _ in range(config.blocks))
+        # pre-LN normalises the output of the last block; post-LN normalises the embeddings instead
         self.final_norm = nn.LayerNorm(config.hidden)
         pop = popularity if popularity is not None else torch.ones(n_items + 1)
         pop = pop.float().clone()
@@ -101,7 +111,10 @@ class SASRec(nn.Module):
         b, length = inputs.shape
         pad = inputs == 0
         positions = torch.arange(length, device=inputs.device) + (self.config.max_len - length)
-        x = self.item_emb(inputs) * (self.config.hidden**0.5) + self.pos_emb(positions)[None]
+        scale = self.config.hidden**0.5 if self.config.emb_scale else 1.0
+        x = self.item_emb(inputs) * scale + self.pos_emb(positions)[None]
+        if not self.config.norm_first:
+            x = self.final_norm(x)
         x = self.emb_dropout(x) * (~pad)[..., None]
         keys = ~pad[:, None, None, :]  # [B, 1, 1, L]: never attend to padding
         if self.config.causal:
@@ -109,7 +122,7 @@ class SASRec(nn.Module):
         allowed = keys | torch.eye(length, dtype=torch.bool, device=inputs.device)[None, None]  # no empty rows
         for block in self.blocks:
             x = block(x, allowed)
-        return self.final_norm(x)
+        return self.final_norm(x) if self.config.norm_first else x
 
     def item_logits(self, states: torch.Tensor) -> torch.Tensor:
         """Scores of all real items (column 0 = padding gets -inf; [MASK] is not an output)."""

@@ -60,6 +60,18 @@ VARIANTS: dict[str, SKNNConfig] = {
 }
 
 
+def _lookup(matrix: sp.spmatrix, keys: np.ndarray, n_cols: int) -> np.ndarray:
+    """Values of ``matrix`` at the flat positions ``keys`` (row * n_cols + col); 0 where absent."""
+    coo = matrix.tocoo()
+    own = coo.row.astype(np.int64) * n_cols + coo.col
+    order = np.argsort(own, kind="stable")
+    own, values = own[order], coo.data[order]
+    if len(own) == 0:
+        return np.zeros(len(keys))
+    found = np.minimum(np.searchsorted(own, keys), len(own) - 1)
+    return np.where(own[found] == keys, values[found], 0.0)
+
+
 def _rank_within(groups: np.ndarray) -> np.ndarray:
     """0-based rank of each entry within its run of equal ``groups`` values (already grouped)."""
     starts = np.flatnonzero(np.concatenate([[True], groups[1:] != groups[:-1]]))
@@ -142,13 +154,14 @@ class SessionKNN(Baseline):
         def prefix_matrix(values: np.ndarray) -> sp.csr_matrix:
             return sp.csr_matrix((values, (rows, flat_items)), shape=(batch, n_cols))
 
+        n_sessions = len(self.session_size)
         overlap = (prefix_matrix(np.ones(len(rows))) @ self.item_sessions).tocoo()
-        weighted = (prefix_matrix(weight) @ self.item_sessions).tocsr()
-        # sum of 2^-step over shared items is dominated by its largest term: recovers the most recent one
-        recency = (prefix_matrix(np.exp2(-step)) @ self.item_sessions).tocsr()
         b, s, inter = overlap.row, overlap.col, overlap.data
-        w_sum = np.asarray(weighted[b, s]).ravel()
-        shared_step = -np.floor(np.log2(np.asarray(recency[b, s]).ravel()))
+        keys = b.astype(np.int64) * n_sessions + s
+        # sum of 2^-step over shared items is dominated by its largest term: recovers the most recent one
+        w_sum = _lookup(prefix_matrix(weight) @ self.item_sessions, keys, n_sessions)
+        recency = _lookup(prefix_matrix(np.exp2(-step)) @ self.item_sessions, keys, n_sessions)
+        shared_step = -np.floor(np.log2(recency))
 
         # sample: the most recent candidate sessions per prefix
         order = np.lexsort((-self.session_end[s], b))
@@ -194,7 +207,10 @@ class SessionKNN(Baseline):
         item_pos = self.session_items.data[entry]
         value = sim[pair]
         if cfg.inh > 0:
-            in_prefix = np.asarray(prefix_matrix(np.ones(len(rows)))[b[pair], item]).ravel() > 0
+            prefix_keys = rows.astype(np.int64) * n_cols + flat_items  # sorted: rows, then items
+            pair_keys = b[pair].astype(np.int64) * n_cols + item
+            found = np.minimum(np.searchsorted(prefix_keys, pair_keys), len(prefix_keys) - 1)
+            in_prefix = prefix_keys[found] == pair_keys
             star = np.zeros(len(s))
             np.maximum.at(star, pair[in_prefix], item_pos[in_prefix])
             value = value * np.exp(-np.abs(item_pos - star[pair]) / cfg.inh)
