@@ -51,3 +51,11 @@ def test_cli_skip_mode_counts_bad_lines(generated, tmp_path):
     out, stats = run_preprocess(PreprocessParams(clicks=str(bad), out=str(tmp_path / "p"), on_bad_lines="skip"))
     assert stats["raw"]["skipped_lines"] == 2
     assert mlflow.last_active_run().data.metrics["skipped_lines"] == 2
+
+
+def test_several_files_are_read_as_one(sample_dir, tmp_path):
+    files = f"{sample_dir / 'train_full.txt'},{sample_dir / 'test.txt'}"
+    out, stats = run_preprocess(PreprocessParams(clicks=files, out=str(tmp_path / "s"), name="yoochoose-100k",
+                                                 config=PreprocessConfig(min_item_support=1)))
+    assert stats["n_items"] == 2933 and stats["splits"]["test"]["predictions"] == 10_152
+    assert stats["name"] == "yoochoose-100k"

@@ -144,12 +144,13 @@ def _most_frequent_category(items: np.ndarray, category: np.ndarray, vocabulary:
     return out
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 23) -> str:
-    """SHA-256 of a file's bytes (hex, first 16 characters)."""
+def file_digest(*paths: str | Path, chunk: int = 1 << 23) -> str:
+    """SHA-256 of the bytes of one or more files, in order (hex, first 16 characters)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
     return h.hexdigest()[:16]
 
 

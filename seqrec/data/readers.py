@@ -234,3 +234,22 @@ def read_buys(path: str | Path, on_bad_lines: str = "error") -> Buys:
         quantity=table["quantity"].to_numpy(),
         skipped_lines=skipped,
     )
+
+
+def concat_clicks(parts: list[Clicks]) -> Clicks:
+    """One click table from several files of the same format (categories re-coded to one list)."""
+    if len(parts) == 1:
+        return parts[0]
+    categories = None
+    if all(p.category is not None for p in parts):
+        categories = sorted({c for p in parts for c in p.categories})
+        code = {c: i for i, c in enumerate(categories)}
+        recoded = [np.array([code[c] for c in p.categories], dtype=np.int32)[p.category] for p in parts]
+    return Clicks(
+        session=np.concatenate([p.session for p in parts]),
+        item=np.concatenate([p.item for p in parts]),
+        time=np.concatenate([p.time for p in parts]),
+        category=np.concatenate(recoded) if categories is not None else None,
+        categories=categories,
+        skipped_lines=sum(p.skipped_lines for p in parts),
+    )

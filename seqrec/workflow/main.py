@@ -92,7 +92,7 @@ def run_main(params: MainParams) -> dict:
                                seed=params.seed, config=PreprocessConfig(fraction=params.fraction))
         clicks, buys, name = resolve_inputs(pre)
         pre.clicks, pre.buys, pre.name = str(clicks), str(buys or ""), name
-        source = {"clicks": file_digest(clicks), "buys": file_digest(buys) if buys else "",
+        source = {"clicks": file_digest(*str(clicks).split(",")), "buys": file_digest(buys) if buys else "",
                   "config": asdict(pre.config)}
         out = {}
 

@@ -10,7 +10,7 @@ import mlflow
 
 from seqrec import tracking
 from seqrec.data.preprocess import PreprocessConfig, file_digest, preprocess
-from seqrec.data.readers import read_buys, read_clicks
+from seqrec.data.readers import concat_clicks, read_buys, read_clicks
 from seqrec.data.synthetic import SyntheticConfig, generate
 
 DEFAULT_DATA_ROOT = Path("data")
@@ -20,7 +20,7 @@ DEFAULT_DATA_ROOT = Path("data")
 class PreprocessParams:
     """Parameters of the preprocess entry point (PROTOCOL 5)."""
 
-    clicks: str = ""  # empty: the built-in generated data
+    clicks: str = ""  # empty: the built-in generated data; several files: comma-separated
     buys: str = ""
     out: str = ""  # empty: data/processed/<dataset name>
     name: str = ""  # dataset name; empty: derived from the clicks file
@@ -34,7 +34,7 @@ def resolve_inputs(params: PreprocessParams) -> tuple[Path, Path | None, str]:
     """The clicks file, the buys file and the dataset name; generates the built-in data if needed."""
     if params.clicks:
         clicks = Path(params.clicks)
-        name = params.name or clicks.name.split(".")[0]
+        name = params.name or Path(params.clicks.split(",")[0]).name.split(".")[0]
         return clicks, Path(params.buys) if params.buys else None, name
     name = params.name or f"synthetic-{params.synthetic_clicks}-s{params.seed}"
     folder = DEFAULT_DATA_ROOT / "raw" / name
@@ -52,14 +52,15 @@ def run_preprocess(params: PreprocessParams, nested: bool = False) -> tuple[str,
         mlflow.log_params({**asdict(params.config), "clicks": str(clicks_path), "buys": str(buys_path or ""),
                            "out": str(out), "on_bad_lines": params.on_bad_lines})
         started = time.perf_counter()
-        clicks = read_clicks(clicks_path, on_bad_lines=params.on_bad_lines)
-        digest = file_digest(clicks_path)
+        files = [Path(f) for f in str(clicks_path).split(",")]
+        clicks = concat_clicks([read_clicks(f, on_bad_lines=params.on_bad_lines) for f in files])
+        digest = file_digest(*files)
         buys = read_buys(buys_path, on_bad_lines=params.on_bad_lines) if buys_path else None
         read_seconds = time.perf_counter() - started
-        source = {"path": str(clicks_path.resolve()), "digest": digest}
+        source = {"path": ",".join(str(f.resolve()) for f in files), "digest": digest}
         stats = preprocess(clicks, out, params.config, name, source, buys=buys)
         del clicks
-        tracking.log_file_input(clicks_path, digest, name)
+        tracking.log_file_input(files[0], digest, name)
         mlflow.set_tags(tracking.dataset_tags(stats))
         metrics = {"raw_clicks": stats["raw"]["clicks"], "skipped_lines": stats["raw"]["skipped_lines"],
                    "n_items": stats["n_items"], "read_seconds": read_seconds,
