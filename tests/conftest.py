@@ -23,6 +23,12 @@ def mlflow_store(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def device() -> str:
+    """The device the model tests run on: ``SEQREC_TEST_DEVICE`` (cuda in the GPU check), else cpu."""
+    return os.environ.get("SEQREC_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
 def sample_dir() -> Path:
     if not (SAMPLE / "train_full.txt").exists():
         pytest.skip(f"real YooChoose sample not found at {SAMPLE}")

@@ -25,9 +25,9 @@ def test_presets_and_overrides():
         split_overrides("sasrec", "huge", {})
 
 
-def test_run_logs_protocol_names_and_is_deterministic(processed, tmp_path, monkeypatch):
+def test_run_logs_protocol_names_and_is_deterministic(processed, tmp_path, monkeypatch, device):
     monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path)
-    overrides = {"epochs": 3, "patience": 3, "progress": False}
+    overrides = {"epochs": 3, "patience": 3, "progress": False, "device": device}
     run_id, metrics = run_neural("sasrec", str(processed), "tiny", overrides)
     run = mlflow.get_run(run_id)
     assert run.data.tags["seqrec.model"] == "sasrec" and run.data.tags["seqrec.preset"] == "tiny"
@@ -103,3 +103,12 @@ def test_killed_run_resumes_in_the_same_run_with_the_same_result(processed, tmp_
         assert a[key] == b[key], key
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "train_loss")]
     assert sorted(set(steps)) == list(range(1, max(steps) + 1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
+def test_auto_device_trains_on_the_gpu(model_name, processed, tmp_path, monkeypatch):
+    monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path)
+    run_id, metrics = run_neural(model_name, str(processed), "tiny", {"progress": False, "device": "auto"})
+    assert 0 < metrics["test_recall_at_20"] <= 1
+    assert mlflow.get_run(run_id).data.params["train.device"] == "auto"
