@@ -11,8 +11,8 @@ import argparse
 import time
 
 import torch
-
 from _common import generated_clicks, processed
+
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.synthetic import YOOCHOOSE_CLICKS
 from seqrec.evaluation import evaluate
