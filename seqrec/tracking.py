@@ -8,6 +8,7 @@ project launcher is reused; ``nested=True`` opens a child of the active run (use
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -115,12 +116,16 @@ def log_pyfunc(recommender, example_session: list[str], item_mapping: Path) -> N
 
     from seqrec.serving.pyfunc import SIGNATURE, SeqrecPyfunc
 
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        pyfunc_log.setLevel(logging.ERROR)  # its notes on cloudpickle and signature validation
         path = Path(tmp) / "model"
         mlflow.pyfunc.save_model(
             str(path), python_model=SeqrecPyfunc(recommender), signature=SIGNATURE,
             input_example=pd.DataFrame({"session": [example_session], "k": [20]}),
         )
         mlflow.log_artifacts(str(path), "model")
+    pyfunc_log.setLevel(level)
     mlflow.log_artifact(str(item_mapping))

@@ -7,6 +7,7 @@ clicks.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,18 +101,21 @@ def parse_sessions(model_input: Any) -> tuple[list[list], int]:
     raise RequestError(f"unsupported input type {type(model_input).__name__}")
 
 
-class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc flavour of a :class:`Recommender`; answers with columns ``items`` and ``scores``."""
+with warnings.catch_warnings():  # MLflow suggests type hints; the signature below describes the input
+    warnings.simplefilter("ignore")
 
-    def __init__(self, recommender: Recommender):
-        self.recommender = recommender
+    class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
+        """pyfunc flavour of a :class:`Recommender`; answers with columns ``items`` and ``scores``."""
 
-    def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:
-        sessions, k = parse_sessions(model_input)
-        if params and "k" in params:
-            k = int(params["k"])
-        recs = self.recommender.recommend(sessions, k)
-        return pd.DataFrame({"items": [r.items for r in recs], "scores": [r.scores for r in recs]})
+        def __init__(self, recommender: Recommender):
+            self.recommender = recommender
+
+        def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:
+            sessions, k = parse_sessions(model_input)
+            if params and "k" in params:
+                k = int(params["k"])
+            recs = self.recommender.recommend(sessions, k)
+            return pd.DataFrame({"items": [r.items for r in recs], "scores": [r.scores for r in recs]})
 
 
 SIGNATURE = ModelSignature(

@@ -66,6 +66,10 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
 
     def on_epoch(phase: str, epoch: int, record: dict) -> None:
         tracking.log_metrics_at({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items()
+                          if k in ("train_loss", "val_loss", "val_recall_at_20", "val_mrr_at_20", "refit_train_loss"))
+        seconds = record.get("epoch_seconds", record.get("refit_epoch_seconds", 0.0))
+        print(f"{model_name} {phase} epoch {epoch}: {shown} ({seconds:.1f} s)", flush=True)
 
     with tracking.start_run(f"train_{model_name}", tags=tags, nested=nested, run_id=run_id,
                             run_name=f"{model_name}-{preset}-{data.name}") as run:
