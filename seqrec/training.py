@@ -9,7 +9,13 @@ temporary file and renamed, so a killed run loses at most one epoch; ``resume=Tr
 the same MLflow run and reaches the same result as an uninterrupted run with the same seed.
 
 A model plugs in by providing ``batches(split, batch_size, seed, epoch)`` (an iterable of batches),
-``loss(batch)`` (a scalar tensor) and ``score(inputs)`` (the evaluator's interface).
+``loss(batch)`` (a scalar tensor; ``forward(batch)`` returns it too) and ``score(inputs)`` (the
+evaluator's interface).
+
+Under ``torchrun`` (``torch.distributed`` initialised) every rank trains on its own shard of the
+windows or sessions with ``DistributedDataParallel`` (gloo on CPU, NCCL on GPU), the per-rank batch
+being ``batch_size / world_size`` so that one step sees the same number of examples; only rank 0
+evaluates, writes checkpoints and reports epochs, and its decisions are broadcast to the others.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from seqrec.data.dataset import ProcessedDataset, SessionSplit
@@ -62,7 +71,9 @@ class TrainConfig:
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device=cuda was asked for but CUDA is not available")
     return torch.device(name)
@@ -156,33 +167,54 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.history = History()
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        self.is_main = self.rank == 0
+        self.engine: nn.Module | None = None  # the DistributedDataParallel wrapper when distributed
+
+    def _batches(self, model, split: SessionSplit, epoch: int):
+        if self.world == 1:
+            return model.batches(split, self.cfg.batch_size, self.cfg.seed, epoch)
+        per_rank = max(1, self.cfg.batch_size // self.world)
+        return model.batches(split, per_rank, self.cfg.seed, epoch, rank=self.rank, world_size=self.world)
 
     # -- one phase --------------------------------------------------------------------------------
     def _train_epoch(self, model, opt, sched, split: SessionSplit, epoch: int, phase: str) -> float:
         model.train()
         total, count = 0.0, 0
-        batches = model.batches(split, self.cfg.batch_size, self.cfg.seed, epoch)
+        batches = self._batches(model, split, epoch)
         use_bf16 = self.device.type == "cuda"
-        bar = tqdm(batches, desc=f"{phase} epoch {epoch}", disable=not self.cfg.progress, leave=False, unit="batch")
-        for batch in bar:
-            batch = tuple(t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in batch)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = model.loss(batch)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"{phase} epoch {epoch}: the loss became {loss.item()}; the last good checkpoint is kept "
-                    f"at {self.checkpointer.path} (lower lr or raise clip)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.cfg.clip > 0:  # (sparse gradients, as in GRU4Rec, are not clipped: clip=0)
-                nn.utils.clip_grad_norm_(model.parameters(), self.cfg.clip)
-            opt.step()
-            sched.step()
-            total += loss.item()
-            count += 1
-            if count % 20 == 0:
-                bar.set_postfix(loss=f"{total / count:.4f}")
+        bar = tqdm(batches, desc=f"{phase} epoch {epoch}", disable=not (self.cfg.progress and self.is_main),
+                   leave=False, unit="batch")
+        uneven = self.engine.join() if self.engine is not None else nullcontext()  # ranks may differ in steps
+        with uneven:
+            for batch in bar:
+                loss = self._step(model, opt, sched, batch, use_bf16, epoch, phase)
+                total += loss
+                count += 1
+                if count % 20 == 0:
+                    bar.set_postfix(loss=f"{total / count:.4f}")
+        if self.world > 1:
+            sums = torch.tensor([total, count], dtype=torch.float64)
+            dist.all_reduce(sums)
+            total, count = float(sums[0]), int(sums[1])
         return total / max(count, 1)
+
+    def _step(self, model, opt, sched, batch, use_bf16: bool, epoch: int, phase: str) -> float:
+        batch = tuple(t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in batch)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = self.engine(batch) if self.engine is not None else model.loss(batch)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"{phase} epoch {epoch}: the loss became {loss.item()}; the last good checkpoint is kept "
+                f"at {self.checkpointer.path} (lower lr or raise clip)")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip > 0:  # (sparse gradients, as in GRU4Rec, are not clipped: clip=0)
+            nn.utils.clip_grad_norm_(model.parameters(), self.cfg.clip)
+        opt.step()
+        sched.step()
+        return loss.item()
 
     @torch.no_grad()
     def _valid_loss(self, model, split: SessionSplit) -> float:
@@ -202,12 +234,21 @@ class Trainer:
     def _fresh(self, phase: str):
         torch.manual_seed(self.cfg.seed + (0 if phase == "select" else 1))
         model = self.build_model().to(self.device)
+        if self.world > 1:
+            self.engine = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         opt = _make_optimizer(model, self.cfg)
         split = self.data.split("train_tr" if phase == "select" else "train_full")
-        steps = len(model.batches(split, self.cfg.batch_size, self.cfg.seed, 0))
+        steps = len(self._batches(model, split, 0))
+        if self.world > 1:  # every rank follows the schedule of the longest shard
+            longest = torch.tensor([steps])
+            dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+            steps = int(longest)
         return model, opt, _make_scheduler(opt, self.cfg, steps), split
 
     def _checkpoint(self, phase: str, epoch: int, model, opt, sched, best_state) -> None:
+        if not self.is_main:
+            return
         self.checkpointer.save({
             "phase": phase, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -239,7 +280,7 @@ class Trainer:
             phase, start = "refit", 1
             if self.cfg.refit:
                 model, opt, sched, split = self._fresh("refit")
-        if not self.cfg.refit:
+        if not self.cfg.refit and best_state is not None:
             model.load_state_dict(best_state)
         else:
             for epoch in range(start, self.history.best_epoch + 1):
@@ -248,11 +289,19 @@ class Trainer:
                 seconds = time.perf_counter() - started
                 record = {"epoch": epoch, "refit_train_loss": loss, "refit_epoch_seconds": seconds}
                 self.history.refit.append(record)
-                if self.on_epoch:
+                if self.on_epoch and self.is_main:
                     self.on_epoch("refit", epoch, record)
                 self._checkpoint("refit", epoch, model, opt, sched, None)
-        test = self._evaluate(model, self.data.split("test"), "test")
+        test = self._evaluate(model, self.data.split("test"), "test") if self.is_main else None
         return model, self.history, test
+
+    def _from_main(self, record: dict | None) -> dict:
+        """Rank 0's epoch record on every rank, so that all ranks take the same decisions."""
+        if self.world == 1:
+            return record
+        holder = [record]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
 
     def _select(self, model, opt, sched, split, start: int, best_state) -> dict:
         valid = self.data.split("valid")
@@ -263,9 +312,12 @@ class Trainer:
             started = time.perf_counter()
             loss = self._train_epoch(model, opt, sched, split, epoch, "select")
             seconds = time.perf_counter() - started
-            result = self._evaluate(model, valid, f"valid epoch {epoch}")
-            record = {"epoch": epoch, "train_loss": loss, "val_loss": self._valid_loss(model, valid),
-                      "epoch_seconds": seconds, **result.prefixed("val")}
+            record = None
+            if self.is_main:
+                result = self._evaluate(model, valid, f"valid epoch {epoch}")
+                record = {"epoch": epoch, "train_loss": loss, "val_loss": self._valid_loss(model, valid),
+                          "epoch_seconds": seconds, **result.prefixed("val")}
+            record = self._from_main(record)
             self.history.select.append(record)
             if record["val_mrr_at_20"] > self.history.best_value:
                 self.history.best_epoch, self.history.best_value = epoch, record["val_mrr_at_20"]
@@ -273,7 +325,7 @@ class Trainer:
                 since_best = 0
             else:
                 since_best += 1
-            if self.on_epoch:  # logged before the checkpoint: a kill in between repeats the epoch, never skips it
+            if self.on_epoch and self.is_main:  # logged before the checkpoint: a kill repeats the epoch
                 self.on_epoch("select", epoch, record)
             self._checkpoint("select", epoch, model, opt, sched, best_state)
         return best_state

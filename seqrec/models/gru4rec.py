@@ -215,6 +215,10 @@ class GRU4Rec(nn.Module):
         self._store_pos += 1
         return sample
 
+    def forward(self, batch) -> torch.Tensor:
+        """The training loss of a batch (what DistributedDataParallel calls)."""
+        return self.loss(batch)
+
     def loss(self, batch) -> torch.Tensor:
         inputs, targets, keep, reset = batch
         device = inputs.device

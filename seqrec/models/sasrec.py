@@ -143,6 +143,10 @@ class SASRec(nn.Module):
         loader.set_epoch(epoch)
         return loader
 
+    def forward(self, batch) -> torch.Tensor:
+        """The training loss of a batch (what DistributedDataParallel calls)."""
+        return self.loss(batch)
+
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Mean next-item loss over all non-padding positions of the batch."""
         inputs, targets = batch

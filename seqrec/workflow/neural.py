@@ -8,6 +8,10 @@ real YooChoose sample's valid split) and ``default`` (YooChoose-size data); GRU4
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, fields, replace
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import mlflow
 import torch
+import torch.distributed as dist
 
 from seqrec import tracking
 from seqrec.data.dataset import ProcessedDataset
@@ -43,11 +48,28 @@ def split_overrides(model_name: str, preset: str, overrides: dict) -> tuple[obje
     return model_cfg, train_cfg
 
 
+def _init_distributed(device: str) -> bool:
+    """Join the process group when launched by torchrun; True on rank 0 (or without torchrun)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return not dist.is_initialized() or dist.get_rank() == 0
+    cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank() == 0
+
+
 def run_neural(model_name: str, data_dir: str, preset: str = "default", overrides: dict | None = None,
                resume: bool = False, nested: bool = False) -> tuple[str, dict[str, float]]:
-    """Train one neural model with the select-then-refit protocol in one MLflow run."""
+    """Train one neural model with the select-then-refit protocol in one MLflow run.
+
+    Under torchrun every rank trains; only rank 0 logs to MLflow (the others return ``("", {})``).
+    """
     data = ProcessedDataset.load(data_dir)
     model_cfg, train_cfg = split_overrides(model_name, preset, overrides or {})
+    if not _init_distributed(train_cfg.device):
+        _train_quietly(model_name, data, model_cfg, train_cfg, resume)
+        return "", {}
     spec = MODELS[model_name]
     popularity = torch.as_tensor(data.popularity, dtype=torch.float32)
 
@@ -58,6 +80,8 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
               **{f"train.{k}": v for k, v in asdict(train_cfg).items() if k not in ("progress",)}}
     key = run_key(model_name, params, data)
     checkpointer = Checkpointer(CHECKPOINT_ROOT / f"{model_name}-{key}")
+    if dist.is_initialized():
+        dist.broadcast_object_list([str(checkpointer.directory)], src=0)
     run_file = checkpointer.directory / "run.json"
     run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.exists() else None
     if not resume and checkpointer.path.exists():
@@ -95,6 +119,31 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
         return run.info.run_id, test.prefixed("test")
 
 
+def _relaunch(model_name: str, nproc: int, argv: list[str]) -> int:
+    """Run the same command under ``torchrun --nproc_per_node=nproc -m seqrec.train``."""
+    rest, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(argv[i])
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    cmd = [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "seqrec.train", "--model", model_name, *rest]
+    return subprocess.run(cmd).returncode
+
+
+def _train_quietly(model_name: str, data: ProcessedDataset, model_cfg, train_cfg: TrainConfig, resume: bool) -> None:
+    """A non-zero rank: the same training, without MLflow, checkpoints or evaluation."""
+    spec = MODELS[model_name]
+    popularity = torch.as_tensor(data.popularity, dtype=torch.float32)
+    holder = [None]
+    dist.broadcast_object_list(holder, src=0)  # rank 0's checkpoint directory
+    Trainer(lambda: spec.model_type(data.n_items, model_cfg, popularity), data, replace(train_cfg, progress=False),
+            Checkpointer(Path(holder[0]))).run(resume=resume)
+
+
 def cli(model_name: str, argv: list[str] | None = None) -> int:
     """Command line of a ``train_<model>`` entry point; extra ``--key value`` pairs override any field."""
     import argparse
@@ -110,7 +159,10 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="", help="auto | cpu | cuda (empty: the preset's, auto)")
     p.add_argument("--resume", type=bool_arg, default=False, help="continue the interrupted run")
     p.add_argument("--params", default="", help="overrides as key=value,key=value")
+    p.add_argument("--nproc", type=int_arg, default=1, help="processes: > 1 relaunches itself under torchrun (DDP)")
     args, extra = p.parse_known_args(argv)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch(model_name, args.nproc, sys.argv[1:] if argv is None else argv)
     overrides = parse_overrides(args.params)
     if len(extra) % 2 or any(not k.startswith("--") for k in extra[::2]):
         p.error(f"extra arguments must be --key value pairs, got {extra}")
@@ -124,6 +176,7 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, TypeError, TrainingDiverged) as exc:
         print(f"train_{model_name}: error: {exc}", file=sys.stderr)
         return 2
-    print(f"train_{model_name}: run {run_id}: test Recall@20 {metrics['test_recall_at_20']:.4f}, "
-          f"MRR@20 {metrics['test_mrr_at_20']:.4f}")
+    if run_id:  # rank 0 (or a single process)
+        print(f"train_{model_name}: run {run_id}: test Recall@20 {metrics['test_recall_at_20']:.4f}, "
+              f"MRR@20 {metrics['test_mrr_at_20']:.4f}")
     return 0
