@@ -15,26 +15,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-from seqrec.data.synthetic import YOOCHOOSE_CLICKS, SyntheticConfig, generate
+from _common import ROOT, generated_clicks
 
-ROOT = Path(__file__).resolve().parents[1]
+from seqrec.data.synthetic import YOOCHOOSE_CLICKS
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--clicks", type=int, default=YOOCHOOSE_CLICKS)
     a = p.parse_args()
-    cache = ROOT / "benchmarks" / ".cache" / f"synthetic-{a.clicks}"
-    if not (cache / "clicks.dat").exists():
-        started = time.perf_counter()
-        generate(cache, SyntheticConfig(n_clicks=a.clicks, seed=0))
-        print(f"generated {a.clicks:,} clicks in {time.perf_counter() - started:.1f} s")
-    size_gb = (cache / "clicks.dat").stat().st_size / 1e9
+    started = time.perf_counter()
+    clicks = generated_clicks(a.clicks)
+    print(f"generated data ready in {time.perf_counter() - started:.1f} s (cached under benchmarks/.cache)")
+    size_gb = clicks.stat().st_size / 1e9
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        cmd = [sys.executable, str(ROOT / "steps" / "preprocess.py"), "--clicks", str(cache / "clicks.dat"),
+        cmd = [sys.executable, str(ROOT / "steps" / "preprocess.py"), "--clicks", str(clicks),
                "--out", f"{tmp}/processed"]
         started = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, cwd=tmp)
