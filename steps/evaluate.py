@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlflow.exceptions import MlflowException
-
+from seqrec.workflow.cli import run_step
 from seqrec.workflow.evaluate import run_evaluate
 
 
@@ -15,14 +14,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="processed dataset directory")
     p.add_argument("--model-uri", required=True, help="runs:/<run_id>/model or models:/seqrec@champion")
     a = p.parse_args(argv)
-    try:
-        run_id, metrics = run_evaluate(a.data, a.model_uri)
-    except (FileNotFoundError, ValueError, MlflowException) as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"evaluate: run {run_id}: {a.model_uri} test Recall@20 {metrics['test_recall_at_20']:.4f}, "
-          f"MRR@20 {metrics['test_mrr_at_20']:.4f}")
-    return 0
+
+    def action() -> str:
+        run_id, m = run_evaluate(a.data, a.model_uri)
+        return (f"run {run_id}: {a.model_uri} test Recall@20 {m['test_recall_at_20']:.4f}, "
+                f"MRR@20 {m['test_mrr_at_20']:.4f}")
+
+    return run_step("evaluate", action)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from seqrec.data.readers import DataFormatError
-from seqrec.workflow.cli import int_arg
+from seqrec.workflow.cli import int_arg, run_step
 from seqrec.workflow.main import MainParams, run_main
 
 
@@ -24,13 +23,13 @@ def parse_args(argv: list[str] | None = None) -> MainParams:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        results = run_main(parse_args(argv))
-    except (DataFormatError, FileNotFoundError, ValueError) as exc:
-        print(f"main: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"main: finished steps {', '.join(results)}")
-    return 0
+    params = parse_args(argv)
+
+    def action() -> str:
+        results = run_main(params)
+        return f"finished {len(results['runs'])} steps; champion run {results['register']['run_id']}"
+
+    return run_step("main", action)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from seqrec.data.preprocess import PreprocessConfig
-from seqrec.data.readers import DataFormatError
-from seqrec.workflow.cli import int_arg
+from seqrec.workflow.cli import int_arg, run_step
 from seqrec.workflow.preprocess import PreprocessParams, run_preprocess
 
 
@@ -32,14 +31,15 @@ def parse_args(argv: list[str] | None = None) -> PreprocessParams:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        out, stats = run_preprocess(parse_args(argv))
-    except (DataFormatError, FileNotFoundError, ValueError) as exc:
-        print(f"preprocess: error: {exc}", file=sys.stderr)
-        return 2
-    counts = ", ".join(f"{s} {c['clicks']:,} clicks / {c['sessions']:,} sessions" for s, c in stats["splits"].items())
-    print(f"preprocess: wrote {out}: {stats['n_items']:,} items; {counts}")
-    return 0
+    params = parse_args(argv)
+
+    def action() -> str:
+        out, stats = run_preprocess(params)
+        counts = ", ".join(f"{s} {c['clicks']:,} clicks / {c['sessions']:,} sessions"
+                           for s, c in stats["splits"].items())
+        return f"wrote {out}: {stats['n_items']:,} items; {counts}"
+
+    return run_step("preprocess", action)
 
 
 if __name__ == "__main__":

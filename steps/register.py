@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlflow.exceptions import MlflowException
-
+from seqrec.workflow.cli import run_step
 from seqrec.workflow.register import run_register
 
 
@@ -15,14 +14,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metric", default="val_recall_at_20", help="validation metric to maximise")
     p.add_argument("--name", default="seqrec", help="registered model name")
     a = p.parse_args(argv)
-    try:
-        decision = run_register(a.metric, a.name)
-    except (ValueError, MlflowException) as exc:
-        print(f"register: error: {exc}", file=sys.stderr)
-        return 2
-    verb = "registered" if decision["changed"] else "kept"
-    print(f"register: {verb} {a.name} version {decision['version']} (run {decision['run_id']}) as @champion")
-    return 0
+
+    def action() -> str:
+        d = run_register(a.metric, a.name)
+        verb = "registered" if d["changed"] else "kept"
+        return f"{verb} {a.name} version {d['version']} (run {d['run_id']}) as @champion"
+
+    return run_step("register", action)
 
 
 if __name__ == "__main__":

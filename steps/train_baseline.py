@@ -7,7 +7,7 @@ import sys
 
 from seqrec.models.baselines import BASELINES
 from seqrec.workflow.baseline import run_baseline
-from seqrec.workflow.cli import int_arg, parse_overrides
+from seqrec.workflow.cli import int_arg, parse_overrides, run_step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,14 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-len", type=int_arg, default=50)
     p.add_argument("--params", default="", help="hyper-parameter overrides: key=value,key=value")
     a = p.parse_args(argv)
-    try:
-        run_id, metrics = run_baseline(a.data, a.model, parse_overrides(a.params), a.max_len)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
-        print(f"train_baseline: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"train_baseline: {a.model} run {run_id}: test Recall@20 {metrics['test_recall_at_20']:.4f}, "
-          f"MRR@20 {metrics['test_mrr_at_20']:.4f}")
-    return 0
+
+    def action() -> str:
+        run_id, m = run_baseline(a.data, a.model, parse_overrides(a.params), a.max_len)
+        return f"{a.model} run {run_id}: test Recall@20 {m['test_recall_at_20']:.4f}, MRR@20 {m['test_mrr_at_20']:.4f}"
+
+    return run_step("train_baseline", action)
 
 
 if __name__ == "__main__":

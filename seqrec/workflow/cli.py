@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 def int_arg(value: str) -> int:
     """Parse an integer that MLflow may pass as a float string (``"64"`` or ``"64.0"``)."""
@@ -43,3 +46,20 @@ def parse_overrides(text: str) -> dict:
         key, value = part.split("=", 1)
         out[key.strip()] = parse_value(value)
     return out
+
+
+def run_step(step: str, action: Callable[[], str]) -> int:
+    """Run an entry point's action and print its summary line; a user error (bad data, bad
+    parameter, missing file or model) becomes one line on stderr and exit status 2."""
+    from mlflow.exceptions import MlflowException
+
+    from seqrec.training import TrainingDiverged
+
+    try:
+        summary = action()
+    except (ValueError, TypeError, FileNotFoundError, MlflowException, TrainingDiverged) as exc:
+        print(f"{step}: error: {exc}", file=sys.stderr)
+        return 2
+    if summary:
+        print(f"{step}: {summary}")
+    return 0

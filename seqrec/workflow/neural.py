@@ -149,8 +149,7 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from seqrec.training import TrainingDiverged
-    from seqrec.workflow.cli import bool_arg, int_arg, parse_overrides, parse_value
+    from seqrec.workflow.cli import bool_arg, int_arg, parse_overrides, parse_value, run_step
 
     p = argparse.ArgumentParser(description=f"Train {model_name}: select on valid, refit, test, log to MLflow.")
     p.add_argument("--data", required=True, help="processed dataset directory")
@@ -171,12 +170,11 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
         overrides["epochs"] = args.epochs
     if args.device:
         overrides["device"] = args.device
-    try:
-        run_id, metrics = run_neural(model_name, args.data, args.preset, overrides, resume=args.resume)
-    except (FileNotFoundError, ValueError, TypeError, TrainingDiverged) as exc:
-        print(f"train_{model_name}: error: {exc}", file=sys.stderr)
-        return 2
-    if run_id:  # rank 0 (or a single process)
-        print(f"train_{model_name}: run {run_id}: test Recall@20 {metrics['test_recall_at_20']:.4f}, "
-              f"MRR@20 {metrics['test_mrr_at_20']:.4f}")
-    return 0
+
+    def action() -> str:
+        run_id, m = run_neural(model_name, args.data, args.preset, overrides, resume=args.resume)
+        if not run_id:  # a rank other than 0: rank 0 reports
+            return ""
+        return f"run {run_id}: test Recall@20 {m['test_recall_at_20']:.4f}, MRR@20 {m['test_mrr_at_20']:.4f}"
+
+    return run_step(f"train_{model_name}", action)
