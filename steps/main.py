@@ -14,7 +14,7 @@ def parse_args(argv: list[str] | None = None) -> MainParams:
     p.add_argument("--clicks", default="", help="raw YooChoose clicks file; empty: the built-in generated data")
     p.add_argument("--buys", default="")
     p.add_argument("--fraction", type=int_arg, default=1)
-    p.add_argument("--synthetic-clicks", type=int_arg, default=200_000)
+    p.add_argument("--synthetic-clicks", type=int_arg, default=100_000)
     p.add_argument("--seed", type=int_arg, default=0)
     p.add_argument("--epochs", type=int_arg, default=3, help="cap on neural models' epochs (0: presets')")
     p.add_argument("--models", default="all", help="comma-separated model names, or all")

@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> PreprocessParams:
     p.add_argument("--fraction", type=int_arg, default=1, help="keep the most recent 1/N of training sessions")
     p.add_argument("--max-len", type=int_arg, default=50)
     p.add_argument("--on-bad-lines", choices=["error", "skip"], default="error")
-    p.add_argument("--synthetic-clicks", type=int_arg, default=200_000, help="size of the generated data")
+    p.add_argument("--synthetic-clicks", type=int_arg, default=100_000, help="size of the generated data")
     p.add_argument("--seed", type=int_arg, default=0)
     a = p.parse_args(argv)
     cfg = PreprocessConfig(a.min_item_support, a.min_session_length, a.test_days, a.val_days, a.fraction, a.max_len)

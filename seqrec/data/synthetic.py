@@ -36,7 +36,7 @@ _HOURLY = np.array([3, 2, 1, 1, 1, 2, 4, 6, 8, 9, 9, 9, 9, 9, 9, 9, 10, 11, 12, 
 class SyntheticConfig:
     """Size and shape of a generated dataset."""
 
-    n_clicks: int = 200_000
+    n_clicks: int = 100_000
     n_items: int = 0  # 0: scaled from n_clicks (52,739 at full YooChoose size)
     days: int = 0  # 0: scaled from n_clicks (14 days for small data, 183 at full size)
     seed: int = 0

@@ -38,7 +38,7 @@ class MainParams:
     clicks: str = ""
     buys: str = ""
     fraction: int = 1
-    synthetic_clicks: int = 200_000
+    synthetic_clicks: int = 100_000
     seed: int = 0
     epochs: int = 3  # cap on the epochs of every neural model (0: the presets' own)
     models: str = "all"  # comma-separated names (pop, sr, ..., gru4rec, sasrec, bert4rec) or "all"

@@ -25,7 +25,7 @@ class PreprocessParams:
     out: str = ""  # empty: data/processed/<dataset name>
     name: str = ""  # dataset name; empty: derived from the clicks file
     on_bad_lines: str = "error"
-    synthetic_clicks: int = 200_000
+    synthetic_clicks: int = 100_000
     seed: int = 0
     config: PreprocessConfig = field(default_factory=PreprocessConfig)
 
