@@ -153,7 +153,7 @@ class SASRec(nn.Module):
         states = self.encode(inputs)
         mask = targets > 0
         states, targets = states[mask], targets[mask]
-        if self.config.loss == "sampled" and self.training:
+        if self.config.loss == "sampled":  # also for the validation loss: a full softmax may not fit
             return self._sampled_softmax(states, targets)
         logits = states @ self.item_emb.weight[1 : self.n_items + 1].T  # real items only: no padding class
         return F.cross_entropy(logits.float(), targets - 1,
