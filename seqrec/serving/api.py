@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import mlflow
+import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -81,6 +82,8 @@ def describe(model_uri: str, recommender: Recommender) -> dict:
 
 
 def load(model_uri: str) -> None:
+    # one request is small: one thread avoids contention stalls (SEQREC_SERVE_THREADS to change it)
+    torch.set_num_threads(int(os.environ.get("SEQREC_SERVE_THREADS", "1")))
     model = mlflow.pyfunc.load_model(model_uri)
     State.recommender = model.unwrap_python_model().recommender
     State.metadata = describe(model_uri, State.recommender)
