@@ -104,6 +104,16 @@ def dataset_tags(stats: dict) -> dict[str, str]:
     return {TAG_DATASET: str(stats.get("name", "")), TAG_DIGEST: str(stats.get("digest", ""))}
 
 
+def log_params(params: dict) -> None:
+    """Log parameters the active run does not have yet: under ``mlflow run`` the launcher has
+    already logged the entry point's own parameters (as it quotes them), and those stand."""
+    run_id = mlflow.active_run().info.run_id
+    existing = mlflow.MlflowClient().get_run(run_id).data.params
+    fresh = {k: v for k, v in params.items() if k not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
 def log_metrics_at(metrics: dict[str, float], step: int | None = None) -> None:
     """Log metrics, dropping non-finite values (MLflow rejects NaN in some stores)."""
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}, step=step)

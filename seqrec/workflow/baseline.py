@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-import mlflow
-
 from seqrec import tracking
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.evaluation import evaluate
@@ -21,7 +19,7 @@ def run_baseline(data_dir: str, model: str, params: dict | None = None, max_len:
     baseline = make_baseline(model, **(params or {}))
     tags = {tracking.TAG_MODEL: model, tracking.TAG_PRESET: "default", **tracking.dataset_tags(data.stats)}
     with tracking.start_run("train_baseline", tags=tags, nested=nested, run_name=f"{model}-{data.name}") as run:
-        mlflow.log_params({"model": model, "data": str(data_dir), "max_len": max_len, **asdict(baseline.config)})
+        tracking.log_params({"model": model, "data": str(data_dir), "max_len": max_len, **asdict(baseline.config)})
         valid_model = make_baseline(model, **(params or {})).fit(data.split("train_tr"), data.n_items)
         val = evaluate(valid_model, data.split("valid"), data.n_items, max_len, popularity=data.popularity,
                        desc=f"{model} valid")

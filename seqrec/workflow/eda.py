@@ -17,7 +17,7 @@ def run_eda(data_dir: str, buys: str = "", nested: bool = False) -> dict:
     data = ProcessedDataset.load(data_dir)
     with tracking.start_run("eda", tags=tracking.dataset_tags(data.stats), nested=nested,
                             run_name=f"eda-{data.name}"), tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params({"data": data_dir, "buys": buys})
+        tracking.log_params({"data": data_dir, "buys": buys})
         started = time.perf_counter()
         summary, _, _ = eda.run(data, Path(tmp), buys or None)
         tracking.log_metrics_at({**summary, "eda_seconds": time.perf_counter() - started})

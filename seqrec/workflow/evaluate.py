@@ -62,7 +62,7 @@ def run_evaluate(data_dir: str, model_uri: str, nested: bool = False) -> tuple[s
     if evaluated:
         tags[tracking.TAG_MODEL] = mlflow.get_run(evaluated).data.tags.get(tracking.TAG_MODEL, "")
     with tracking.start_run("evaluate", tags=tags, nested=nested, run_name=f"evaluate-{data.name}") as run:
-        mlflow.log_params({"data": data_dir, "model_uri": model_uri, "same_item_mapping": same_mapping})
+        tracking.log_params({"data": data_dir, "model_uri": model_uri, "same_item_mapping": same_mapping})
         result = evaluate(scorer, data.split("test"), data.n_items, recommender.max_len, popularity=data.popularity,
                           desc="evaluate")
         log_test_result(result)

@@ -87,7 +87,7 @@ def run_main(params: MainParams) -> dict:
     wanted = _wanted(params.models)
     results: dict = {"runs": {}}
     with tracking.start_run("main", run_name="main"):
-        mlflow.log_params({k: v for k, v in asdict(params).items() if k != "neural_overrides"})
+        tracking.log_params({k: v for k, v in asdict(params).items() if k != "neural_overrides"})
         pre = PreprocessParams(clicks=params.clicks, buys=params.buys, synthetic_clicks=params.synthetic_clicks,
                                seed=params.seed, config=PreprocessConfig(fraction=params.fraction))
         clicks, buys, name = resolve_inputs(pre)
@@ -100,7 +100,7 @@ def run_main(params: MainParams) -> dict:
             out["data"], _ = run_preprocess(pre, nested=True)
 
         run_id, reused = reuse_or_run("preprocess", source, preprocess)
-        data_dir = out["data"] if not reused else mlflow.get_run(run_id).data.params["out"]
+        data_dir = out["data"] if not reused else mlflow.get_run(run_id).data.params["out_dir"]
         data = ProcessedDataset.load(data_dir)
         results["runs"]["preprocess"] = run_id
         digest = {"data": data.digest}

@@ -98,7 +98,7 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
     with tracking.start_run(f"train_{model_name}", tags=tags, nested=nested, run_id=run_id,
                             run_name=f"{model_name}-{preset}-{data.name}") as run:
         if run_id is None:
-            mlflow.log_params({"data": str(data_dir), "preset": preset, **params})
+            tracking.log_params({"data": str(data_dir), "preset": preset, **params})
             checkpointer.save_json("run.json", {"run_id": run.info.run_id})
         trainer = Trainer(build, data, train_cfg, checkpointer, on_epoch)
         started = time.perf_counter()

@@ -59,6 +59,6 @@ def run_register(metric: str = "val_recall_at_20", name: str = "seqrec", experim
         for key, tag in ((metric, f"{value:.6f}"), ("run_id", run.info.run_id), ("seqrec.model", model_name),
                          ("selection_metric", metric)):
             client.set_model_version_tag(name, version.version, key, tag)
-        mlflow.log_params({"metric": metric, "name": name})
+        tracking.log_params({"metric": metric, "name": name})
         mlflow.set_tags({"seqrec.registered_run_id": run.info.run_id, "seqrec.registered_version": version.version})
     return {"changed": True, "version": version.version, "run_id": run.info.run_id, metric: value}
