@@ -7,7 +7,7 @@ import sys
 
 from seqrec.models.baselines import BASELINES
 from seqrec.workflow.baseline import run_baseline
-from seqrec.workflow.cli import int_arg, parse_overrides, run_step
+from seqrec.workflow.cli import int_arg, parse_overrides, parse_value, run_step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,10 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, choices=BASELINES)
     p.add_argument("--max-len", type=int_arg, default=50)
     p.add_argument("--params", default="", help="hyper-parameter overrides: key=value,key=value")
-    a = p.parse_args(argv)
+    a, extra = p.parse_known_args(argv)
+    overrides = parse_overrides(a.params)
+    if len(extra) % 2 or any(not k.startswith("--") for k in extra[::2]):
+        p.error(f"extra arguments must be --key value pairs (e.g. --k 200), got {extra}")
+    overrides.update({k[2:].replace("-", "_"): parse_value(v) for k, v in zip(extra[::2], extra[1::2], strict=True)})
 
     def action() -> str:
-        run_id, m = run_baseline(a.data, a.model, parse_overrides(a.params), a.max_len)
+        run_id, m = run_baseline(a.data, a.model, overrides, a.max_len)
         return f"{a.model} run {run_id}: test Recall@20 {m['test_recall_at_20']:.4f}, MRR@20 {m['test_mrr_at_20']:.4f}"
 
     return run_step("train_baseline", action)

@@ -79,3 +79,13 @@ def test_reproduces_the_published_sample_split(sample_dir, tmp_path):
     assert (s["test"]["clicks"], s["test"]["sessions"], s["test"]["predictions"]) == (13_568, 3_416, 10_152)
     assert (s["train_tr"]["clicks"], s["train_tr"]["sessions"]) == (53_254, 13_629)
     assert (s["valid"]["clicks"], s["valid"]["sessions"], s["valid"]["predictions"]) == (16_539, 4_084, 12_455)
+
+
+def test_test_period_with_only_unseen_items_is_an_error(tmp_path):
+    path = tmp_path / "unseen.tsv"
+    rows = [(1, 1, 0), (1, 2, 10), (2, 2, 100), (2, 1, 110), (3, 1, 86_400 * 2), (3, 2, 86_400 * 2 + 5),
+            (4, 7, 86_400 * 4), (4, 8, 86_400 * 4 + 5)]  # the last day holds only items never seen before
+    path.write_text("SessionId\tItemId\tTime\n" + "".join(f"{s}\t{i}\t{1e9 + t}\n" for s, i, t in rows))
+    with pytest.raises(DataFormatError, match="no test sessions"):
+        preprocess(read_clicks(path), tmp_path / "out", PreprocessConfig(min_item_support=1), "u", {})
+    assert not (tmp_path / "out").exists()

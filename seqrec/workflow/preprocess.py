@@ -49,8 +49,9 @@ def run_preprocess(params: PreprocessParams, nested: bool = False) -> tuple[str,
     clicks_path, buys_path, name = resolve_inputs(params)
     out = Path(params.out) if params.out else DEFAULT_DATA_ROOT / "processed" / name
     with tracking.start_run("preprocess", nested=nested, run_name=f"preprocess-{name}"):
-        tracking.log_params({**asdict(params.config), "clicks_file": str(clicks_path), "buys_file": str(buys_path or ""),
-                           "out_dir": str(out), "on_bad_lines": params.on_bad_lines})
+        tracking.log_params({**asdict(params.config), "clicks_file": str(clicks_path),
+                             "buys_file": str(buys_path or ""), "out_dir": str(out),
+                             "on_bad_lines": params.on_bad_lines})
         started = time.perf_counter()
         files = [Path(f) for f in str(clicks_path).split(",")]
         clicks = concat_clicks([read_clicks(f, on_bad_lines=params.on_bad_lines) for f in files])
