@@ -16,7 +16,8 @@ def test_two_processes_match_one_and_log_one_run(model, processed, tmp_path):
     MRR@20 (the shards see the windows in a different order), and exactly one MLflow run."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SEQREC_CHECKPOINTS": str(tmp_path / "ck")}
-    env.pop("MLFLOW_RUN_ID", None)
+    for inherited in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(inherited, None)
     args = ["--data", str(processed), "--preset", "tiny", "--epochs", "2", "--progress", "false", "--threads", "1"]
     single = subprocess.run([sys.executable, "-m", "seqrec.train", "--model", model, *args],
                             env=env, capture_output=True, text=True, timeout=600)

@@ -18,7 +18,8 @@ def test_mlflow_run_preprocess_then_eda_in_the_seqrec_experiment(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    env.pop("MLFLOW_RUN_ID", None)
+    for inherited in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(inherited, None)
     out = tmp_path / "processed"
     for entry, params in (("preprocess", ["-P", "synthetic_clicks=20000", "-P", f"out={out}"]),
                           ("eda", ["-P", f"data={out}"])):

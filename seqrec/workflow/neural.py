@@ -69,6 +69,7 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
     model_cfg, train_cfg = split_overrides(model_name, preset, overrides or {})
     if not _init_distributed(train_cfg.device):
         _train_quietly(model_name, data, model_cfg, train_cfg, resume)
+        _leave_process_group()
         return "", {}
     spec = MODELS[model_name]
     popularity = torch.as_tensor(data.popularity, dtype=torch.float32)
@@ -116,7 +117,15 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
                 mlflow.log_artifact(str(png), "plots")
         tracking.log_json(history.to_dict(), "history.json")
         log_model(model.cpu().eval(), data, model_cfg.max_len)
-        return run.info.run_id, test.prefixed("test")
+    _leave_process_group()
+    return run.info.run_id, test.prefixed("test")
+
+
+def _leave_process_group() -> None:
+    """Wait for every rank (rank 0 logs last), then shut the process group down cleanly."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _relaunch(model_name: str, nproc: int, argv: list[str]) -> int:
