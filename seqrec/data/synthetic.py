@@ -65,7 +65,7 @@ class _Catalogue:
     def __init__(self, cfg: SyntheticConfig, rng: np.random.Generator):
         n = cfg.resolved_items()
         self.n_items = n
-        self.raw_ids = 214_500_000 + np.sort(rng.choice(900_000, size=n, replace=False))
+        self.raw_ids = 214_500_000 + np.sort(rng.choice(max(900_000, 4 * n), size=n, replace=False))
         self.n_themes = max(1, n // cfg.theme_size)
         self.theme = rng.permutation(np.arange(n) % self.n_themes)
         order = np.argsort(self.theme, kind="stable")
