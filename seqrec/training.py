@@ -14,7 +14,8 @@ evaluator's interface).
 
 Under ``torchrun`` (``torch.distributed`` initialised) every rank trains on its own shard of the
 windows or sessions with ``DistributedDataParallel`` (gloo on CPU, NCCL on GPU), the per-rank batch
-being ``batch_size / world_size`` so that one step sees the same number of examples; only rank 0
+being ``batch_size / world_size`` so that one step sees the same number of examples, and all ranks
+taking the step count of the shortest shard; only rank 0
 evaluates, writes checkpoints and reports epochs, and its decisions are broadcast to the others.
 """
 
@@ -25,8 +26,8 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -186,14 +187,19 @@ class Trainer:
         use_bf16 = self.device.type == "cuda"
         bar = tqdm(batches, desc=f"{phase} epoch {epoch}", disable=not (self.cfg.progress and self.is_main),
                    leave=False, unit="batch")
-        uneven = self.engine.join() if self.engine is not None else nullcontext()  # ranks may differ in steps
-        with uneven:
-            for batch in bar:
-                loss = self._step(model, opt, sched, batch, use_bf16, epoch, phase)
-                total += loss
-                count += 1
-                if count % 20 == 0:
-                    bar.set_postfix(loss=f"{total / count:.4f}")
+        steps = len(batches)
+        if self.world > 1:  # every rank takes the same number of steps (shards differ by a batch or so)
+            shortest = torch.tensor([steps])
+            dist.all_reduce(shortest, op=dist.ReduceOp.MIN)
+            steps = int(shortest)
+        for batch in bar:
+            if count == steps:
+                break
+            loss = self._step(model, opt, sched, batch, use_bf16, epoch, phase)
+            total += loss
+            count += 1
+            if count % 20 == 0:
+                bar.set_postfix(loss=f"{total / count:.4f}")
         if self.world > 1:
             sums = torch.tensor([total, count], dtype=torch.float64)
             dist.all_reduce(sums)
@@ -235,15 +241,18 @@ class Trainer:
         torch.manual_seed(self.cfg.seed + (0 if phase == "select" else 1))
         model = self.build_model().to(self.device)
         if self.world > 1:
-            self.engine = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            with warnings.catch_warnings():  # broadcast_buffers is being renamed; buffers are constants here
+                warnings.simplefilter("ignore", FutureWarning)
+                self.engine = DistributedDataParallel(
+                    model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    broadcast_buffers=False)
         opt = _make_optimizer(model, self.cfg)
         split = self.data.split("train_tr" if phase == "select" else "train_full")
         steps = len(self._batches(model, split, 0))
-        if self.world > 1:  # every rank follows the schedule of the longest shard
-            longest = torch.tensor([steps])
-            dist.all_reduce(longest, op=dist.ReduceOp.MAX)
-            steps = int(longest)
+        if self.world > 1:  # every rank takes the steps of the shortest shard
+            shortest = torch.tensor([steps])
+            dist.all_reduce(shortest, op=dist.ReduceOp.MIN)
+            steps = int(shortest)
         return model, opt, _make_scheduler(opt, self.cfg, steps), split
 
     def _checkpoint(self, phase: str, epoch: int, model, opt, sched, best_state) -> None:

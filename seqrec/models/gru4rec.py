@@ -71,27 +71,26 @@ class SessionParallelBatches:
     def __init__(self, split: SessionSplit, batch_size: int, order: np.ndarray):
         self.items = torch.from_numpy(np.asarray(split.items, dtype=np.int64))
         self.offsets, self.order, self.batch_size = split.offsets, order, batch_size
-        self.n_steps = max(1, int((split.lengths - 1).sum()) // max(1, min(batch_size, len(order))))
+        self.n_steps = sum(1 for _ in self._schedule())  # exact: distributed ranks must agree on it
 
     def __len__(self) -> int:
         return self.n_steps
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+    def _schedule(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+        """``(positions, keep, reset)`` of every step, on numpy index arrays only."""
         order, offsets = self.order, self.offsets
         rows = min(self.batch_size, len(order))
         nxt = rows
         pos = offsets[order[:rows]].copy()
         end = offsets[order[:rows] + 1].copy()
-        keep = None
-        reset = torch.ones(rows, dtype=torch.bool)
+        keep, reset = None, np.ones(rows, dtype=bool)
         while len(pos):
-            p = torch.from_numpy(pos)
-            yield self.items[p], self.items[p + 1], keep, reset
+            yield pos, keep, reset
             pos = pos + 1
             done = pos + 1 >= end
             n_done = int(done.sum())
             if not n_done:
-                keep, reset = None, torch.zeros(len(pos), dtype=torch.bool)
+                keep, reset = None, np.zeros(len(pos), dtype=bool)
                 continue
             fresh = order[nxt : nxt + n_done]
             nxt += len(fresh)
@@ -99,9 +98,15 @@ class SessionParallelBatches:
             alive[np.flatnonzero(done)[: len(fresh)]] = True  # finished rows that get a new session
             restart = done & alive
             pos[restart], end[restart] = offsets[fresh], offsets[fresh + 1]
-            keep = torch.from_numpy(alive) if not alive.all() else None
-            reset = torch.from_numpy(restart[alive])
+            keep = alive if not alive.all() else None
+            reset = restart[alive]
             pos, end = pos[alive], end[alive]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+        for pos, keep, reset in self._schedule():
+            p = torch.from_numpy(pos)
+            yield (self.items[p], self.items[p + 1], None if keep is None else torch.from_numpy(keep),
+                   torch.from_numpy(reset))
 
 
 class GRU4Rec(nn.Module):
