@@ -19,8 +19,8 @@ SASREC_PRESETS = {
     "tiny": ({"hidden": 16, "blocks": 1, "heads": 1, "dropout": 0.1, "emb_dropout": 0.1},
              {"epochs": 2, "batch_size": 64, "patience": 1, "warmup_epochs": 0.0}),
     # tuned on the real sample's valid split (see the README): wide, heavily regularised, large batches
-    "sample": ({"hidden": 128, "blocks": 2, "heads": 2, "dropout": 0.5, "emb_dropout": 0.5, "label_smoothing": 0.1},
-               {"epochs": 80, "batch_size": 1024, "lr": 2e-3, "weight_decay": 0.1, "patience": 10}),
+    "sample": ({"hidden": 256, "blocks": 2, "heads": 2, "dropout": 0.6, "emb_dropout": 0.6, "label_smoothing": 0.1},
+               {"epochs": 80, "batch_size": 1024, "lr": 2e-3, "weight_decay": 0.1, "patience": 8}),
     "default": ({"hidden": 128, "blocks": 2, "heads": 2, "dropout": 0.2, "emb_dropout": 0.2},
                 {"epochs": 20, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.05, "patience": 3}),
 }
