@@ -66,7 +66,8 @@ def _batch_size_for(n_items: int, requested: int) -> int:
     return max(1, min(requested, SCORE_BUDGET // (n_items + 1)))
 
 
-def _device_of(model: object) -> torch.device:
+def device_of(model: object) -> torch.device:
+    """Where a scorer computes: its parameters' device for a torch module, else its ``device``."""
     if isinstance(model, torch.nn.Module):
         param = next(model.parameters(), None)
         if param is not None:
@@ -89,7 +90,7 @@ def evaluate(
     was_training = isinstance(model, torch.nn.Module) and model.training
     if isinstance(model, torch.nn.Module):
         model.eval()
-    device = _device_of(model)
+    device = device_of(model)
     items = np.asarray(split.items, dtype=np.int64)
     starts, targets = split.prediction_positions()
     # similar prefix lengths share a batch, so models can skip padding; metrics do not depend on order

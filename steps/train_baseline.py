@@ -7,7 +7,7 @@ import sys
 
 from seqrec.models.baselines import BASELINES
 from seqrec.workflow.baseline import run_baseline
-from seqrec.workflow.cli import int_arg, parse_overrides, parse_value, run_step
+from seqrec.workflow.cli import extra_overrides, int_arg, parse_overrides, run_step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,9 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", default="", help="hyper-parameter overrides: key=value,key=value")
     a, extra = p.parse_known_args(argv)
     overrides = parse_overrides(a.params)
-    if len(extra) % 2 or any(not k.startswith("--") for k in extra[::2]):
-        p.error(f"extra arguments must be --key value pairs (e.g. --k 200), got {extra}")
-    overrides.update({k[2:].replace("-", "_"): parse_value(v) for k, v in zip(extra[::2], extra[1::2], strict=True)})
+    try:
+        overrides.update(extra_overrides(extra))
+    except ValueError as exc:
+        p.error(str(exc))
 
     def action() -> str:
         run_id, m = run_baseline(a.data, a.model, overrides, a.max_len)

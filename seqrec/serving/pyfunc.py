@@ -18,6 +18,8 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, Array, ColSpec, Schema
 
+from seqrec.evaluation import device_of
+
 DEFAULT_K = 20
 MAX_K = 1000
 
@@ -66,10 +68,7 @@ class Recommender:
         known = inputs[:, -1] > 0
         scores = np.tile(self.popularity, (len(encoded), 1))
         if known.any():
-            device = getattr(self.scorer, "device", torch.device("cpu"))
-            if isinstance(self.scorer, torch.nn.Module):
-                device = next(self.scorer.parameters()).device
-            batch = torch.from_numpy(inputs[known]).to(device)
+            batch = torch.from_numpy(inputs[known]).to(device_of(self.scorer))
             scores[known] = self.scorer.score(batch).float().cpu().numpy()
         scores[:, 0] = -np.inf
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] - 1 else None

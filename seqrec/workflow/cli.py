@@ -63,3 +63,10 @@ def run_step(step: str, action: Callable[[], str]) -> int:
     if summary:
         print(f"{step}: {summary}")
     return 0
+
+
+def extra_overrides(extra: list[str]) -> dict:
+    """``["--k", "200", "--similarity", "cosine"]`` (arguments argparse did not know) -> overrides."""
+    if len(extra) % 2 or any(not k.startswith("--") for k in extra[::2]):
+        raise ValueError(f"extra arguments must be --name value pairs (e.g. --k 200), got {extra}")
+    return {k[2:].replace("-", "_"): parse_value(v) for k, v in zip(extra[::2], extra[1::2], strict=True)}

@@ -8,7 +8,7 @@ import torch
 
 from seqrec import tracking
 from seqrec.data.dataset import ProcessedDataset
-from seqrec.evaluation import evaluate
+from seqrec.evaluation import device_of, evaluate
 from seqrec.serving.pyfunc import Recommender
 from seqrec.workflow.report import log_test_result
 
@@ -24,9 +24,7 @@ class RemappedScorer:
         to_model = np.array([recommender.index.get(str(raw), 0) for raw in data.raw_ids], dtype=np.int64)
         to_model[0] = 0
         self.to_model = torch.from_numpy(to_model)
-        self.device = getattr(self.scorer, "device", torch.device("cpu"))
-        if isinstance(self.scorer, torch.nn.Module):
-            self.device = next(self.scorer.parameters()).device
+        self.device = device_of(self.scorer)
 
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         mapped = self.to_model.to(inputs.device)[inputs]

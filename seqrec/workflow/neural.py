@@ -158,7 +158,7 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from seqrec.workflow.cli import bool_arg, int_arg, parse_overrides, parse_value, run_step
+    from seqrec.workflow.cli import bool_arg, extra_overrides, int_arg, parse_overrides, run_step
 
     p = argparse.ArgumentParser(description=f"Train {model_name}: select on valid, refit, test, log to MLflow.")
     p.add_argument("--data", required=True, help="processed dataset directory")
@@ -172,9 +172,10 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch(model_name, args.nproc, sys.argv[1:] if argv is None else argv)
     overrides = parse_overrides(args.params)
-    if len(extra) % 2 or any(not k.startswith("--") for k in extra[::2]):
-        p.error(f"extra arguments must be --key value pairs, got {extra}")
-    overrides.update({k[2:].replace("-", "_"): parse_value(v) for k, v in zip(extra[::2], extra[1::2], strict=True)})
+    try:
+        overrides.update(extra_overrides(extra))
+    except ValueError as exc:
+        p.error(str(exc))
     if args.epochs:
         overrides["epochs"] = args.epochs
     if args.device:
