@@ -1,14 +1,18 @@
-"""One training epoch of SASRec and GRU4Rec on a generated dataset of full YooChoose size, on CUDA.
+"""Training epochs of SASRec and GRU4Rec on a generated dataset of full YooChoose size, on CUDA.
 
-    python benchmarks/bench_gpu.py [--clicks 33003944]
+    python benchmarks/bench_gpu.py [--clicks 33003944] [--seconds 60] [--compile] [--device cuda] [--prepare-only]
 
-Prints training clicks/s, s/epoch and peak GPU memory for each model, and the evaluator's speed.
+For each model: training clicks/s, s/epoch and peak GPU memory (bf16 autocast, as the training loop
+does on CUDA), then the evaluator's speed on the test split. ``--seconds`` bounds each measurement:
+when an epoch would take longer, the rate is measured on the steps run in that time and the epoch
+time is projected from it (the output says so). ``--compile`` adds a ``torch.compile`` run of SASRec.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from _common import generated_clicks, processed
@@ -16,50 +20,88 @@ from _common import generated_clicks, processed
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.synthetic import YOOCHOOSE_CLICKS
 from seqrec.evaluation import evaluate
-from seqrec.models.registry import MODELS
+from seqrec.models.registry import MODELS, split_overrides
 from seqrec.training import _make_optimizer
-from seqrec.workflow.neural import split_overrides
 
 
-def epoch(name: str, preset: str, overrides: dict, data: ProcessedDataset, device: torch.device) -> None:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def epoch(name: str, preset: str, overrides: dict, data: ProcessedDataset, device: torch.device, seconds: float,
+          compile_model: bool = False) -> None:
     model_cfg, train_cfg = split_overrides(name, preset, overrides)
+    torch.manual_seed(0)
     model = MODELS[name].model_type(data.n_items, model_cfg, torch.as_tensor(data.popularity).float()).to(device)
+    engine = torch.compile(model, dynamic=True) if compile_model else model
     opt = _make_optimizer(model, train_cfg)
     split = data.split("train_full")
-    torch.cuda.reset_peak_memory_stats()
-    torch.cuda.synchronize()
-    started = time.perf_counter()
+    batches = model.batches(split, train_cfg.batch_size, 0, 1)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     model.train()
-    for batch in model.batches(split, train_cfg.batch_size, 0, 1):
+    steps = clicks = 0
+    started = None
+    for batch in batches:
+        if steps == 20:  # the first steps warm up kernels (and compile): not timed
+            _sync(device)
+            started, clicks = time.perf_counter(), 0
         batch = tuple(t.to(device, non_blocking=True) if torch.is_tensor(t) else t for t in batch)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model.loss(batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = engine(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
-    print(f"{name} ({preset}): {seconds:.1f} s/epoch, {split.n_predictions / seconds:,.0f} training clicks/s, "
-          f"peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB", flush=True)
+        steps += 1
+        clicks += int((batch[1] > 0).sum())
+        if started is not None and steps % 50 == 0 and time.perf_counter() - started > seconds:
+            break
+    _sync(device)
+    elapsed = time.perf_counter() - started
+    rate = clicks / elapsed
+    whole = steps == len(batches)
+    label = f"{name} ({preset}{', compiled' if compile_model else ''}, batch {train_cfg.batch_size})"
+    print(f"{label}: {rate:,.0f} training clicks/s, {split.n_predictions / rate:.0f} s/epoch "
+          f"({'measured over the epoch' if whole else f'projected from {steps:,} of {len(batches):,} steps'}), "
+          f"loss {loss.item():.3f}" + (f", peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB"
+                                       if device.type == "cuda" else ""), flush=True)
     test = data.split("test")
+    _sync(device)
     started = time.perf_counter()
-    evaluate(model, test, data.n_items, progress=False, batch_size=1024)
-    torch.cuda.synchronize()
-    print(f"  evaluator: {test.n_predictions / (time.perf_counter() - started):,.0f} predictions/s", flush=True)
+    result = evaluate(model, test, data.n_items, progress=False, batch_size=1024)
+    _sync(device)
+    print(f"  evaluator: {test.n_predictions / (time.perf_counter() - started):,.0f} predictions/s "
+          f"({test.n_predictions:,} test predictions, Recall@20 {result.metrics['recall_at_20']:.3f})", flush=True)
+
+
+def prepare(n_clicks: int) -> Path:
+    """The processed generated dataset (YooChoose's 52,739 items), created once and cached."""
+    return processed(generated_clicks(n_clicks, n_items=52_739), f"synthetic-{n_clicks}-gpu")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clicks", type=int, default=YOOCHOOSE_CLICKS)
+    p.add_argument("--seconds", type=float, default=60.0, help="time bound of each training measurement")
+    p.add_argument("--compile", action="store_true", help="also time SASRec under torch.compile")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--prepare-only", action="store_true", help="only generate and preprocess the data (cached)")
     a = p.parse_args()
-    device = torch.device("cuda")
-    print(f"device: {torch.cuda.get_device_name(0)}")
+    if a.prepare_only:
+        print(f"data prepared: {prepare(a.clicks)}", flush=True)
+        return
+    device = torch.device(a.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {name}, torch {torch.__version__}", flush=True)
     started = time.perf_counter()
-    data = ProcessedDataset.load(processed(generated_clicks(a.clicks, n_items=52_739), f"synthetic-{a.clicks}-gpu"))
+    data = ProcessedDataset.load(prepare(a.clicks))
     print(f"data ready in {time.perf_counter() - started:.0f} s: {data.split('train_full').n_clicks:,} training "
-          f"clicks, {data.n_items:,} items")
-    epoch("sasrec", "default", {"batch_size": 1024}, data, device)
-    epoch("gru4rec", "small", {"batch_size": 512}, data, device)
+          f"clicks, {data.n_items:,} items", flush=True)
+    epoch("sasrec", "default", {"batch_size": 1024}, data, device, a.seconds)
+    if a.compile:
+        epoch("sasrec", "default", {"batch_size": 1024}, data, device, a.seconds, compile_model=True)
+    epoch("gru4rec", "small", {"batch_size": 512}, data, device, a.seconds)
 
 
 if __name__ == "__main__":

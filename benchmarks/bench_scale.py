@@ -21,9 +21,8 @@ def one_size(n_clicks: int, n_items: int) -> str:
 
     from seqrec.data.dataset import ProcessedDataset
     from seqrec.evaluation import evaluate
-    from seqrec.models.registry import MODELS
+    from seqrec.models.registry import MODELS, split_overrides
     from seqrec.training import _make_optimizer
-    from seqrec.workflow.neural import split_overrides
 
     path = processed(generated_clicks(n_clicks, n_items=n_items), f"synthetic-{n_clicks}-i{n_items}",
                      min_item_support=1)

@@ -17,9 +17,8 @@ from _common import generated_clicks, processed, sample_processed
 
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.evaluation import evaluate
-from seqrec.models.registry import MODELS
+from seqrec.models.registry import MODELS, split_overrides
 from seqrec.training import TrainConfig, _make_optimizer, _make_scheduler
-from seqrec.workflow.neural import split_overrides
 
 
 def train_epoch(model_name: str, preset: str, overrides: dict, data: ProcessedDataset) -> tuple[float, int, int]:

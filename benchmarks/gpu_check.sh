@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# GPU check, one prepared script (under 8 minutes on one H100): the tests on CUDA, then one epoch of SASRec
-# and of GRU4Rec on a generated dataset of full YooChoose size (33 M clicks, 52 k items), printing
-# clicks/s, s/epoch and peak GPU memory.
-#   bash benchmarks/gpu_check.sh
-set -euo pipefail
+# GPU check, one prepared script (about 6 minutes on one H100): the model, evaluator and training tests
+# on CUDA, then SASRec and GRU4Rec training on a generated dataset of full YooChoose size (33 M clicks,
+# 52 k items), printing clicks/s, s/epoch and peak GPU memory.
+#   bash benchmarks/gpu_check.sh [bench_gpu.py options, e.g. --seconds 30 --compile]
+# It uses the Python environment it is started in (PYTHON, default python3), which needs a CUDA build
+# of torch and the project's other dependencies (pip install -e '.[dev]' into it); the project itself
+# is imported from this checkout.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv-gpu
-.venv-gpu/bin/pip install -q -e '.[dev]'
-.venv-gpu/bin/python -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print(torch.cuda.get_device_name(0))"
-SEQREC_TEST_DEVICE=cuda timeout 240 .venv-gpu/bin/python -m pytest -q -x tests/test_sasrec.py tests/test_gru4rec.py \
-    tests/test_evaluation.py tests/test_training.py
-timeout 300 .venv-gpu/bin/python benchmarks/bench_gpu.py
+PYTHON=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+"$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print(torch.cuda.get_device_name(0))" || exit 1
+(cd benchmarks && "$PYTHON" bench_gpu.py --prepare-only) &  # the data is generated while the tests run
+prepare=$!
+status=0
+SEQREC_TEST_DEVICE=cuda timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider \
+    tests/test_sasrec.py tests/test_gru4rec.py tests/test_evaluation.py tests/test_training.py || status=1
+wait $prepare || status=1
+(cd benchmarks && timeout 420 "$PYTHON" bench_gpu.py "$@") || status=1
+exit $status

@@ -4,7 +4,9 @@ Every session of n clicks gives n - 1 predictions (input: the clicks before clic
 last ``max_len``; target: click i). A model scores a batch of left-padded prefixes against every
 item (``[B, n_items + 1]``, column 0 = padding, never ranked). The rank of the target is the number
 of items scoring greater than OR EQUAL to it (ties count against the model). Scoring happens in
-batches on the model's device, so memory is bounded by ``batch_size * n_items`` scores.
+batches on the model's device. Models that expose ``session_states`` and ``score_items`` (the neural
+ones) are ranked against the catalogue in item chunks, so memory stays bounded by ``SCORE_BUDGET``
+scores however many items there are; other models score whole rows and the batch shrinks instead.
 """
 
 from __future__ import annotations
@@ -32,6 +34,18 @@ class Scorer(Protocol):
         ...
 
 
+class ChunkedScorer(Scorer, Protocol):
+    """A scorer whose scores are a function of one state per prefix: ranked in item chunks."""
+
+    def session_states(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` prefixes -> ``[B, d]`` states."""
+        ...
+
+    def score_items(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``[B, d]`` states and item ids ``[C]`` -> scores ``[B, C]``."""
+        ...
+
+
 def _bucket_name(lo: int, hi: int | None) -> str:
     return f"{lo}" if hi == lo else (f"{lo}-{hi}" if hi else f"{lo}+")
 
@@ -48,21 +62,71 @@ class EvalResult:
         return {f"{prefix}_{k}": v for k, v in self.metrics.items()}
 
 
+class _Ranking:
+    """Accumulates, block of items by block, the conservative rank of each target and the top items."""
+
+    def __init__(self, targets: torch.Tensor, target_scores: torch.Tensor, n_items: int, top_k: int):
+        self.targets, self.target_scores, self.n_items = targets, target_scores[:, None], n_items
+        self.rank = torch.zeros(len(targets), dtype=torch.long, device=targets.device)
+        self.tied = torch.zeros(len(targets), dtype=torch.bool, device=targets.device)
+        self.top_k = min(top_k, n_items)
+        self.top_scores: torch.Tensor | None = None
+        self.top_items: torch.Tensor | None = None
+
+    def add(self, first_item: int, scores: torch.Tensor) -> None:
+        """``scores`` [B, C]: the scores of items ``first_item .. first_item + C - 1``."""
+        ids = torch.arange(first_item, first_item + scores.shape[1], device=scores.device)
+        own = ids[None, :] == self.targets[:, None]
+        # the target's own column is its target score exactly, whatever kernel computed either
+        scores = torch.where(own, self.target_scores, scores)
+        self.rank += (scores >= self.target_scores).sum(1)
+        self.tied |= ((scores == self.target_scores) & ~own).any(1)
+        k = min(self.top_k, scores.shape[1])
+        values, index = scores.topk(k, dim=1)
+        items = ids[index]
+        if self.top_scores is not None:
+            values, items = torch.cat([self.top_scores, values], 1), torch.cat([self.top_items, items], 1)
+            values, index = values.topk(min(self.top_k, values.shape[1]), dim=1)
+            items = items.gather(1, index)
+        self.top_scores, self.top_items = values, items
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ranks (1 = best; a NaN target score ranks last) and whether another item tied with the target."""
+        nan = torch.isnan(self.target_scores[:, 0])
+        return torch.where(nan, torch.full_like(self.rank, self.n_items), self.rank), self.tied & ~nan
+
+
 def ranks_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Conservative ranks (1 = best) and whether another item tied with the target.
+    """Conservative ranks (1 = best) and ties of ``targets`` under full score rows ``[B, n_items + 1]``.
 
     Column 0 (padding) is never ranked; a NaN target score ranks last.
     """
-    target_scores = scores.gather(1, targets[:, None])
-    ranked = scores[:, 1:]
-    rank = (ranked >= target_scores).sum(1)
-    tied = (ranked == target_scores).sum(1) > 1
-    nan = torch.isnan(target_scores[:, 0])
-    rank = torch.where(nan, torch.full_like(rank, ranked.shape[1]), rank)
-    return rank, tied
+    ranking = _Ranking(targets, scores.gather(1, targets[:, None])[:, 0], scores.shape[1] - 1, 1)
+    ranking.add(1, scores[:, 1:])
+    return ranking.result()
 
 
-def _batch_size_for(n_items: int, requested: int) -> int:
+def _rank_batch(model: Scorer, inputs: torch.Tensor, targets: torch.Tensor, n_items: int,
+                top_k: int) -> _Ranking:
+    """Rank one batch of prefixes: in item chunks for a ``ChunkedScorer``, in one block otherwise."""
+    if hasattr(model, "session_states") and hasattr(model, "score_items"):
+        states = model.session_states(inputs)
+        ranking = _Ranking(targets, model.score_items(states, targets).diagonal(), n_items, top_k)
+        chunk = max(1, SCORE_BUDGET // len(inputs))
+        for lo in range(1, n_items + 1, chunk):
+            ids = torch.arange(lo, min(lo + chunk, n_items + 1), device=states.device)
+            ranking.add(lo, model.score_items(states, ids))
+        return ranking
+    scores = model.score(inputs)
+    targets = targets.to(scores.device)
+    ranking = _Ranking(targets, scores.gather(1, targets[:, None])[:, 0], n_items, top_k)
+    ranking.add(1, scores[:, 1:])
+    return ranking
+
+
+def _batch_size_for(model: Scorer, n_items: int, requested: int) -> int:
+    if hasattr(model, "session_states") and hasattr(model, "score_items"):
+        return requested  # items are chunked instead
     return max(1, min(requested, SCORE_BUDGET // (n_items + 1)))
 
 
@@ -103,16 +167,14 @@ def evaluate(
     tied = np.empty(n, dtype=bool)
     top_k = max(KS)
     recommended = np.zeros(n_items + 1, dtype=np.int64)
-    step = _batch_size_for(n_items, batch_size)
+    step = _batch_size_for(model, n_items, batch_size)
     for lo in tqdm(range(0, n, step), desc=desc, disable=not progress, leave=False, unit="batch"):
         hi = min(lo + step, n)
         inputs = torch.from_numpy(gather_windows(items, starts[lo:hi], targets[lo:hi], max_len)).to(device)
-        scores = model.score(inputs)
-        target = torch.from_numpy(items[targets[lo:hi]]).to(scores.device)
-        rank, tie = ranks_of_targets(scores, target)
+        ranking = _rank_batch(model, inputs, torch.from_numpy(items[targets[lo:hi]]).to(device), n_items, top_k)
+        rank, tie = ranking.result()
         ranks[lo:hi], tied[lo:hi] = rank.cpu().numpy(), tie.cpu().numpy()
-        top = scores[:, 1:].topk(min(top_k, n_items), dim=1).indices.cpu().numpy() + 1
-        recommended += np.bincount(top.ravel(), minlength=n_items + 1)
+        recommended += np.bincount(ranking.top_items.cpu().numpy().ravel(), minlength=n_items + 1)
     if was_training:
         model.train()
     metrics = _metrics(ranks)

@@ -68,6 +68,7 @@ class TrainConfig:
     refit: bool = True
     progress: bool = True
     threads: int = 0  # 0 = torch's default
+    compile: bool = False  # torch.compile the training step's model (dynamic shapes)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -171,7 +172,7 @@ class Trainer:
         distributed = dist.is_available() and dist.is_initialized()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         self.is_main = self.rank == 0
-        self.engine: nn.Module | None = None  # the DistributedDataParallel wrapper when distributed
+        self.engine: nn.Module | None = None  # DistributedDataParallel and/or torch.compile wrapper, if any
 
     def _batches(self, model, split: SessionSplit, epoch: int):
         if self.world == 1:
@@ -246,6 +247,8 @@ class Trainer:
                 self.engine = DistributedDataParallel(
                     model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                     broadcast_buffers=False)
+        if self.cfg.compile:
+            self.engine = torch.compile(self.engine or model, dynamic=True)
         opt = _make_optimizer(model, self.cfg)
         split = self.data.split("train_tr" if phase == "select" else "train_full")
         steps = len(self._batches(model, split, 0))

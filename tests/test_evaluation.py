@@ -81,3 +81,54 @@ def test_coverage_popularity_and_plot(tmp_path):
     png = plot_by_length(result, tmp_path / "by_length.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert set(result.prefixed("test")) >= {"test_recall_at_20", "test_mrr_at_10"}
+
+
+class FactorScorer:
+    """Scores = state . item vector with small integer factors (exact arithmetic, many ties).
+
+    Exposes the chunked interface (``session_states`` + ``score_items``) and records chunk shapes.
+    """
+
+    def __init__(self, n_items, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.item_vectors = torch.randint(-2, 3, (n_items + 1, 3), generator=g).float()
+        self.states_of = torch.randint(-2, 3, (n_items + 1, 3), generator=g).float()
+        self.shapes = []
+
+    def session_states(self, inputs):
+        return self.states_of[inputs[:, -1]]
+
+    def score_items(self, states, items):
+        self.shapes.append((len(states), len(items)))
+        return states @ self.item_vectors[items].T
+
+    def score(self, inputs):
+        scores = self.session_states(inputs) @ self.item_vectors.T
+        scores[:, 0] = -torch.inf
+        return scores
+
+
+class WholeRows:
+    """The same scores through the plain ``score`` interface only."""
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+    def score(self, inputs):
+        return self.scorer.score(inputs)
+
+
+def test_item_chunks_rank_exactly_like_whole_rows_with_bounded_memory(monkeypatch):
+    import seqrec.evaluation as evaluation
+
+    n_items = 50
+    rng = np.random.default_rng(1)
+    split = split_of([rng.integers(1, n_items + 1, size=rng.integers(2, 8)).tolist() for _ in range(40)])
+    scorer = FactorScorer(n_items)
+    whole = evaluate(WholeRows(scorer), split, n_items, batch_size=16, progress=False)
+    monkeypatch.setattr(evaluation, "SCORE_BUDGET", 16 * 7)  # 7 items per chunk for a batch of 16
+    chunked = evaluate(scorer, split, n_items, batch_size=16, popularity=None, progress=False)
+    assert chunked.metrics == whole.metrics
+    assert whole.metrics["tied_predictions"] > 0  # the comparison covers ties
+    chunks = [shape for shape in scorer.shapes if shape[1] != shape[0]]  # minus the target-score calls
+    assert len(chunks) > len(split.items) // 16 and max(b * c for b, c in chunks) <= 16 * 7

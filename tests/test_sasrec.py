@@ -5,10 +5,10 @@ import torch
 from seqrec.models.sasrec import SASRec, SASRecConfig
 
 
-def model(**kw):
+def model(device="cpu", **kw):
     torch.manual_seed(0)
     cfg = SASRecConfig(max_len=8, hidden=16, blocks=2, heads=2, dropout=0.0, emb_dropout=0.0, **kw)
-    return SASRec(30, cfg).eval()
+    return SASRec(30, cfg).to(device).eval()
 
 
 def random_batch(rng, rows=6, width=8, n_items=30):
@@ -19,36 +19,51 @@ def random_batch(rng, rows=6, width=8, n_items=30):
     return torch.from_numpy(out), lengths
 
 
-def test_output_at_t_ignores_later_inputs_and_padding():
-    m = model()
+def test_output_at_t_ignores_later_inputs_and_padding(device):
+    m = model(device)
     rng = np.random.default_rng(0)
     for _ in range(20):
         inputs, lengths = random_batch(rng)
+        inputs = inputs.to(device)
         states = m.encode(inputs)
         for r, n in enumerate(lengths):
             t = int(rng.integers(8 - n, 8))  # a real position
             changed = inputs.clone()
-            changed[r, t + 1:] = torch.from_numpy(rng.integers(1, 31, size=7 - t))  # everything after t
+            changed[r, t + 1:] = torch.from_numpy(rng.integers(1, 31, size=7 - t)).to(device)  # everything after t
             torch.testing.assert_close(m.encode(changed)[r, t], states[r, t])
             # more padding on the left (the same clicks further right would move positions, so pad in place)
             trimmed = inputs[r:r + 1, 8 - n:]
             torch.testing.assert_close(m.encode(trimmed)[0, -1], states[r, -1])
 
 
-def test_score_matches_encode_and_never_ranks_padding():
-    m = model()
+def test_score_matches_encode_and_never_ranks_padding(device):
+    m = model(device)
     inputs, _ = random_batch(np.random.default_rng(1))
+    inputs = inputs.to(device)
     scores = m.score(inputs)
     assert scores.shape == (6, 31)
     assert torch.isinf(scores[:, 0]).all()
-    torch.testing.assert_close(scores[:, 1:], (m.encode(inputs)[:, -1] @ m.item_emb.weight[1:31].T).float())
+    states = m.encode(inputs)[:, -1]
+    torch.testing.assert_close(scores[:, 1:], (states @ m.item_emb.weight[1:31].T).float())
+    items = torch.tensor([3, 1, 30], device=device)
+    torch.testing.assert_close(m.score_items(m.session_states(inputs), items), scores[:, [3, 1, 30]])
+
+
+def test_normalized_scores_are_scaled_cosines():
+    m = model(normalize=True, logit_scale=10.0)
+    inputs, _ = random_batch(np.random.default_rng(2))
+    scores = m.score(inputs)[:, 1:]
+    states = torch.nn.functional.normalize(m.encode(inputs)[:, -1], dim=-1)
+    items = torch.nn.functional.normalize(m.item_emb.weight[1:31], dim=-1)
+    torch.testing.assert_close(scores, 10.0 * states @ items.T)
+    assert scores.abs().max() <= 10.0 + 1e-5
 
 
 @pytest.mark.parametrize("loss", ["ce", "sampled"])
-def test_loss_is_finite_for_one_click_prefixes_and_padded_rows(loss):
-    m = model(loss=loss, n_negatives=16).train()
-    inputs = torch.tensor([[0, 0, 0, 5], [0, 0, 0, 0], [1, 2, 3, 4]])
-    targets = torch.tensor([[0, 0, 0, 6], [0, 0, 0, 0], [2, 3, 4, 5]])
+def test_loss_is_finite_for_one_click_prefixes_and_padded_rows(loss, device):
+    m = model(device, loss=loss, n_negatives=16).train()
+    inputs = torch.tensor([[0, 0, 0, 5], [0, 0, 0, 0], [1, 2, 3, 4]], device=device)
+    targets = torch.tensor([[0, 0, 0, 6], [0, 0, 0, 0], [2, 3, 4, 5]], device=device)
     value = m.loss((inputs, targets))
     assert torch.isfinite(value)
     value.backward()

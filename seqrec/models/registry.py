@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from seqrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from seqrec.models.sasrec import BERT4Rec, BERT4RecConfig, SASRec, SASRecConfig
+from seqrec.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,22 @@ MODELS: dict[str, ModelSpec] = {
     "bert4rec": ModelSpec(BERT4Rec, BERT4RecConfig, BERT4REC_PRESETS),
     "gru4rec": ModelSpec(GRU4Rec, GRU4RecConfig, GRU4REC_PRESETS),
 }
+
+
+def split_overrides(model_name: str, preset: str, overrides: dict) -> tuple[object, TrainConfig]:
+    """Model config and train config for a preset, with ``overrides`` applied to whichever has the field."""
+    spec = MODELS[model_name]
+    if preset not in spec.presets:
+        raise ValueError(f"unknown preset {preset!r} for {model_name}, expected one of {sorted(spec.presets)}")
+    model_over, train_over = spec.presets[preset]
+    model_cfg = replace(spec.config_type(), **model_over)
+    train_cfg = replace(TrainConfig(), **train_over)
+    model_fields = {f.name for f in fields(model_cfg)}
+    train_fields = {f.name for f in fields(train_cfg)}
+    unknown = set(overrides) - model_fields - train_fields
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for {model_name}; "
+                         f"expected fields of {type(model_cfg).__name__} or TrainConfig")
+    model_cfg = replace(model_cfg, **{k: v for k, v in overrides.items() if k in model_fields})
+    train_cfg = replace(train_cfg, **{k: v for k, v in overrides.items() if k in train_fields})
+    return model_cfg, train_cfg

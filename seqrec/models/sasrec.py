@@ -5,7 +5,9 @@ multi-head self-attention; the output at position t scores every item by a dot p
 (tied) item embeddings, and the target is the click at t + 1. Training uses every position of every
 session with full-softmax cross-entropy (Klenitskiy & Vasilev 2023, "Turning dross into gold loss:
 is BERT4Rec really better than SASRec?"), or for very large catalogues a sampled softmax over
-in-batch and popularity-sampled negatives with logQ correction (Yi et al. 2019).
+in-batch and popularity-sampled negatives with logQ correction (Yi et al. 2019). As an option
+(``normalize``), scores are scaled cosine similarities between the session state and the item
+embeddings, as in NISER (Gupta et al. 2019), which lessens the popularity bias of dot products.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class SASRecConfig:
     label_smoothing: float = 0.0
     n_negatives: int = 1024  # sampled softmax: popularity-sampled negatives per batch
     causal: bool = True  # False: the bidirectional encoder of BERT4Rec
+    normalize: bool = False  # NISER: logits = logit_scale * cosine(state, item embedding)
+    logit_scale: float = 16.0
 
 
 class TransformerBlock(nn.Module):
@@ -124,17 +128,27 @@ class SASRec(nn.Module):
             x = block(x, allowed)
         return self.final_norm(x) if self.config.norm_first else x
 
-    def item_logits(self, states: torch.Tensor) -> torch.Tensor:
-        """Scores of all real items (column 0 = padding gets -inf; [MASK] is not an output)."""
-        logits = states @ self.item_emb.weight[: self.n_items + 1].T
-        logits[..., 0] = -torch.inf
-        return logits
+    def _logits(self, states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Scores of ``states`` [..., hidden] against item embeddings ``weights`` [C, hidden]."""
+        if self.config.normalize:
+            return self.config.logit_scale * F.normalize(states, dim=-1) @ F.normalize(weights, dim=-1).T
+        return states @ weights.T
 
-    def score(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Evaluator interface: scores of every item for the next click after each prefix."""
+    def session_states(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` left-padded prefixes -> ``[B, hidden]``: the state that scores the next click."""
         used = (inputs != 0).any(0).nonzero()
         first = int(used[0]) if len(used) else inputs.shape[1] - 1
-        return self.item_logits(self.encode(inputs[:, first:])[:, -1]).float()
+        return self.encode(inputs[:, first:])[:, -1]
+
+    def score_items(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, C]`` of the item ids ``items`` [C] (all >= 1) for each state."""
+        return self._logits(states, self.item_emb.weight[items]).float()
+
+    def score(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for the next click after each prefix (column 0 = padding gets -inf)."""
+        scores = self._logits(self.session_states(inputs), self.item_emb.weight[: self.n_items + 1]).float()
+        scores[:, 0] = -torch.inf
+        return scores
 
     # -- training ---------------------------------------------------------------------------------
     def batches(self, split: SessionSplit, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
@@ -155,7 +169,7 @@ class SASRec(nn.Module):
         states, targets = states[mask], targets[mask]
         if self.config.loss == "sampled":  # also for the validation loss: a full softmax may not fit
             return self._sampled_softmax(states, targets)
-        logits = states @ self.item_emb.weight[1 : self.n_items + 1].T  # real items only: no padding class
+        logits = self._logits(states, self.item_emb.weight[1 : self.n_items + 1])  # real items: no padding class
         return F.cross_entropy(logits.float(), targets - 1,
                                label_smoothing=self.config.label_smoothing if self.training else 0.0)
 
@@ -163,7 +177,7 @@ class SASRec(nn.Module):
         """Softmax over the batch's targets plus popularity-sampled negatives, corrected by log q."""
         negatives = torch.multinomial(self.sample_probs, self.config.n_negatives, replacement=True)
         candidates = torch.cat([targets.unique(), negatives])
-        logits = states @ self.item_emb.weight[candidates].T
+        logits = self._logits(states, self.item_emb.weight[candidates])
         logits = logits - torch.log(self.sample_probs[candidates] * self.config.n_negatives + 1e-12)
         hit = candidates[None, :] == targets[:, None]
         # the positive is the first candidate equal to the target; duplicates of it are masked out
@@ -195,12 +209,12 @@ class BERT4Rec(SASRec):
     def mask_id(self) -> int:
         return self.n_items + 1
 
-    def score(self, inputs: torch.Tensor) -> torch.Tensor:
+    def session_states(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The output at a ``[MASK]`` appended after each prefix."""
         used = (inputs != 0).any(0).nonzero()
         first = int(used[0]) if len(used) else inputs.shape[1] - 1
         masked = torch.cat([inputs[:, first:], torch.full_like(inputs[:, :1], self.mask_id)], 1)
-        masked = masked[:, -self.config.max_len :]
-        return self.item_logits(self.encode(masked)[:, -1]).float()
+        return self.encode(masked[:, -self.config.max_len :])[:, -1]
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch
@@ -217,6 +231,6 @@ class BERT4Rec(SASRec):
         masked &= real
         corrupted = sequence.masked_fill(masked, self.mask_id)
         states = self.encode(corrupted)[masked]
-        logits = states @ self.item_emb.weight[1 : self.n_items + 1].T
+        logits = self._logits(states, self.item_emb.weight[1 : self.n_items + 1])
         return F.cross_entropy(logits.float(), sequence[masked] - 1,
                                label_smoothing=self.config.label_smoothing if self.training else 0.0)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import mlflow
@@ -23,29 +23,10 @@ import torch.distributed as dist
 
 from seqrec import tracking
 from seqrec.data.dataset import ProcessedDataset
-from seqrec.models.registry import MODELS
+from seqrec.models.registry import MODELS, split_overrides
 from seqrec.training import CHECKPOINT_ROOT, Checkpointer, TrainConfig, Trainer, run_key
 from seqrec.workflow.plots import plot_curves
 from seqrec.workflow.report import log_model, log_test_result
-
-
-def split_overrides(model_name: str, preset: str, overrides: dict) -> tuple[object, TrainConfig]:
-    """Model config and train config for a preset, with ``overrides`` applied to whichever has the field."""
-    spec = MODELS[model_name]
-    if preset not in spec.presets:
-        raise ValueError(f"unknown preset {preset!r} for {model_name}, expected one of {sorted(spec.presets)}")
-    model_over, train_over = spec.presets[preset]
-    model_cfg = replace(spec.config_type(), **model_over)
-    train_cfg = replace(TrainConfig(), **train_over)
-    model_fields = {f.name for f in fields(model_cfg)}
-    train_fields = {f.name for f in fields(train_cfg)}
-    unknown = set(overrides) - model_fields - train_fields
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for {model_name}; "
-                         f"expected fields of {type(model_cfg).__name__} or TrainConfig")
-    model_cfg = replace(model_cfg, **{k: v for k, v in overrides.items() if k in model_fields})
-    train_cfg = replace(train_cfg, **{k: v for k, v in overrides.items() if k in train_fields})
-    return model_cfg, train_cfg
 
 
 def _init_distributed(device: str) -> bool:
