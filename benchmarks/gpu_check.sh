@@ -14,8 +14,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 (cd benchmarks && "$PYTHON" bench_gpu.py --prepare-only) &  # the data is generated while the tests run
 prepare=$!
 status=0
-SEQREC_TEST_DEVICE=cuda timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider \
+SEQREC_TEST_DEVICE=cuda timeout 240 "$PYTHON" -m pytest -q -p no:cacheprovider \
     tests/test_sasrec.py tests/test_gru4rec.py tests/test_evaluation.py tests/test_training.py || status=1
 wait $prepare || status=1
-(cd benchmarks && timeout 420 "$PYTHON" bench_gpu.py "$@") || status=1
+(cd benchmarks && timeout 300 "$PYTHON" bench_gpu.py "$@") || status=1
 exit $status
