@@ -119,6 +119,19 @@ def log_metrics_at(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}, step=step)
 
 
+def model_requirements() -> list[str]:
+    """The served model's pip requirements, pinned to this environment (MLflow's own inference would
+    load the model in a child process for every run to find them)."""
+    from contextlib import suppress
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in ("mlflow", "cloudpickle", "numpy", "pandas", "pyarrow", "torch", "seqrec"):
+        with suppress(PackageNotFoundError):
+            pins.append(f"{name}=={version(name).split('+')[0]}")  # 2.13.0+cpu -> 2.13.0
+    return pins
+
+
 def log_pyfunc(recommender, example_session: list[str], item_mapping: Path) -> None:
     """Log the recommender as the run's ``model/`` artifact (pyfunc, signature, input example) and
     the dataset's ``item_mapping.json``."""
@@ -135,6 +148,7 @@ def log_pyfunc(recommender, example_session: list[str], item_mapping: Path) -> N
         mlflow.pyfunc.save_model(
             str(path), python_model=SeqrecPyfunc(recommender), signature=SIGNATURE,
             input_example=pd.DataFrame({"session": [example_session], "k": [20]}),
+            pip_requirements=model_requirements(),
         )
         mlflow.log_artifacts(str(path), "model")
     pyfunc_log.setLevel(level)

@@ -42,6 +42,8 @@ def test_run_logs_protocol_names_and_is_deterministic(processed, tmp_path, monke
     assert {"model", "plots", "item_mapping.json"} <= artifacts
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
     assert {"plots/loss_curves.png", "plots/metric_curves.png"} <= plots
+    requirements = mlflow.artifacts.load_text(f"runs:/{run_id}/model/requirements.txt").split()
+    assert any(r.startswith("torch==") for r in requirements) and any(r.startswith("mlflow==") for r in requirements)
     _, again = run_neural("sasrec", str(processed), "tiny", overrides)
     if device == "cpu":
         assert again == metrics

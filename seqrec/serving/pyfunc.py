@@ -121,15 +121,3 @@ SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(Array(AnyType()), "session"), ColSpec("long", "k", required=False)]),
     outputs=Schema([ColSpec(Array("string"), "items"), ColSpec(Array("double"), "scores")]),
 )
-
-
-def log_model(recommender: Recommender, example_session: list[str], name: str = "model") -> str:
-    """Log ``recommender`` as a pyfunc model with signature and input example; returns its URI."""
-    example = pd.DataFrame({"session": [example_session], "k": [DEFAULT_K]})
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=SeqrecPyfunc(recommender),
-        signature=SIGNATURE,
-        input_example=example,
-    )
-    return info.model_uri
