@@ -241,14 +241,16 @@ class Trainer:
     def _fresh(self, phase: str):
         torch.manual_seed(self.cfg.seed + (0 if phase == "select" else 1))
         model = self.build_model().to(self.device)
+        engine = model
         if self.world > 1:
             with warnings.catch_warnings():  # broadcast_buffers is being renamed; buffers are constants here
                 warnings.simplefilter("ignore", FutureWarning)
-                self.engine = DistributedDataParallel(
+                engine = DistributedDataParallel(
                     model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                     broadcast_buffers=False)
         if self.cfg.compile:
-            self.engine = torch.compile(self.engine or model, dynamic=True)
+            engine = torch.compile(engine, dynamic=True)
+        self.engine = engine if engine is not model else None
         opt = _make_optimizer(model, self.cfg)
         split = self.data.split("train_tr" if phase == "select" else "train_full")
         steps = len(self._batches(model, split, 0))

@@ -123,7 +123,8 @@ def test_auto_device_trains_on_the_gpu(model_name, processed, tmp_path, monkeypa
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_compiled_training_on_the_gpu_learns_like_eager(processed, tmp_path, monkeypatch):
     monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path)
-    overrides = {"progress": False, "device": "cuda", "epochs": 3, "patience": 3}
+    overrides = {"progress": False, "device": "cuda", "epochs": 2, "patience": 2}
     _, eager = run_neural("sasrec", str(processed), "tiny", overrides)
     _, compiled = run_neural("sasrec", str(processed), "tiny", {**overrides, "compile": True})
-    assert compiled["test_recall_at_20"] == pytest.approx(eager["test_recall_at_20"], abs=0.03)
+    # compiled kernels (and their dropout streams) differ from eager ones: close, not equal
+    assert compiled["test_recall_at_20"] == pytest.approx(eager["test_recall_at_20"], abs=0.05)
