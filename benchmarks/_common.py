@@ -46,3 +46,52 @@ def sample_processed() -> Path | None:
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def timed_training(model, opt, batches, device, seconds: float, warmup_steps: int = 20) -> dict:
+    """Train ``model`` over ``batches`` (bf16 autocast on CUDA) for at most about ``seconds``.
+
+    The first ``warmup_steps`` steps (kernel warm-up, compilation; at most a quarter of the epoch) are
+    not timed. Returns the measured
+    training clicks/s, the steps run and whether the whole epoch ran (else the rate is from a part).
+    """
+    import time
+
+    import torch
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    model.train()
+    warmup_steps = min(warmup_steps, len(batches) // 4)
+    steps = clicks = 0
+    started = None
+    loss = torch.tensor(float("nan"))
+    for batch in batches:
+        if steps == warmup_steps:
+            sync()
+            started, clicks = time.perf_counter(), 0
+        batch = tuple(t.to(device, non_blocking=True) if torch.is_tensor(t) else t for t in batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = model(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps += 1
+        clicks += int((batch[1] > 0).sum())
+        if started is not None and steps % 10 == 0 and time.perf_counter() - started > seconds:
+            break
+    sync()
+    elapsed = time.perf_counter() - started
+    return {"clicks_per_s": clicks / elapsed, "steps": steps, "total_steps": len(batches),
+            "whole": steps == len(batches), "loss": float(loss)}
+
+
+def first_sessions(split, n_sessions: int):
+    """The first ``n_sessions`` sessions of a split (a smaller evaluation set for huge catalogues)."""
+    from seqrec.data.dataset import SessionSplit
+
+    n = min(n_sessions, len(split.offsets) - 1)
+    end = int(split.offsets[n])
+    return SessionSplit(split.items[:end], split.offsets[: n + 1], split.times[:end], split.session_ids[:n])

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import generated_clicks, processed
+from _common import generated_clicks, processed, timed_training
 
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.synthetic import YOOCHOOSE_CLICKS
@@ -24,53 +24,29 @@ from seqrec.models.registry import MODELS, split_overrides
 from seqrec.training import _make_optimizer
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def epoch(name: str, preset: str, overrides: dict, data: ProcessedDataset, device: torch.device, seconds: float,
           compile_model: bool = False) -> None:
     model_cfg, train_cfg = split_overrides(name, preset, overrides)
     torch.manual_seed(0)
     model = MODELS[name].model_type(data.n_items, model_cfg, torch.as_tensor(data.popularity).float()).to(device)
-    engine = torch.compile(model, dynamic=True) if compile_model else model
     opt = _make_optimizer(model, train_cfg)
     split = data.split("train_full")
-    batches = model.batches(split, train_cfg.batch_size, 0, 1)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    model.train()
-    steps = clicks = 0
-    started = None
-    for batch in batches:
-        if steps == 20:  # the first steps warm up kernels (and compile): not timed
-            _sync(device)
-            started, clicks = time.perf_counter(), 0
-        batch = tuple(t.to(device, non_blocking=True) if torch.is_tensor(t) else t for t in batch)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = engine(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        steps += 1
-        clicks += int((batch[1] > 0).sum())
-        if started is not None and steps % 50 == 0 and time.perf_counter() - started > seconds:
-            break
-    _sync(device)
-    elapsed = time.perf_counter() - started
-    rate = clicks / elapsed
-    whole = steps == len(batches)
-    label = f"{name} ({preset}{', compiled' if compile_model else ''}, batch {train_cfg.batch_size})"
-    print(f"{label}: {rate:,.0f} training clicks/s, {split.n_predictions / rate:.0f} s/epoch "
-          f"({'measured over the epoch' if whole else f'projected from {steps:,} of {len(batches):,} steps'}), "
-          f"loss {loss.item():.3f}" + (f", peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB"
-                                       if device.type == "cuda" else ""), flush=True)
+    engine = torch.compile(model, dynamic=True) if compile_model else model
+    run = timed_training(engine, opt, model.batches(split, train_cfg.batch_size, 0, 1), device, seconds)
+    rate = run["clicks_per_s"]
+    how = ("measured over the epoch" if run["whole"]
+           else f"projected from {run['steps']:,} of {run['total_steps']:,} steps")
+    memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB" if device.type == "cuda" else ""
+    print(f"{name} ({preset}{', compiled' if compile_model else ''}, batch {train_cfg.batch_size}): {rate:,.0f} "
+          f"training clicks/s, {split.n_predictions / rate:.0f} s/epoch ({how}), loss {run['loss']:.3f}{memory}",
+          flush=True)
     test = data.split("test")
-    _sync(device)
     started = time.perf_counter()
     result = evaluate(model, test, data.n_items, progress=False, batch_size=1024)
-    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     print(f"  evaluator: {test.n_predictions / (time.perf_counter() - started):,.0f} predictions/s "
           f"({test.n_predictions:,} test predictions, Recall@20 {result.metrics['recall_at_20']:.3f})", flush=True)
 

@@ -36,6 +36,17 @@ def test_output_at_t_ignores_later_inputs_and_padding(device):
             torch.testing.assert_close(m.encode(trimmed)[0, -1], states[r, -1])
 
 
+def test_output_after_each_click_equals_the_output_for_that_prefix_alone(device):
+    # positions count from the session's start: training on every position = training on every prefix
+    m = model(device)
+    session = torch.tensor([[0, 0, 4, 9, 2, 7, 7, 1]], device=device)
+    states = m.encode(session)
+    for t in range(2, 8):
+        prefix = torch.zeros_like(session)
+        prefix[0, 8 - (t - 1):] = session[0, 2 : t + 1]
+        torch.testing.assert_close(m.encode(prefix)[0, -1], states[0, t])
+
+
 def test_score_matches_encode_and_never_ranks_padding(device):
     m = model(device)
     inputs, _ = random_batch(np.random.default_rng(1))

@@ -109,14 +109,16 @@ class SASRec(nn.Module):
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` left-padded ids -> ``[B, L, hidden]`` states; position t sees inputs <= t.
 
-        Positions are counted from the right (the last click is always position ``max_len - 1``), so
-        leading padding columns can be dropped without changing any output.
+        A click's position is the number of clicks before it in its row (counted from the session's
+        start), so the output after a session's t-th click is computed exactly as for a prefix of t
+        clicks at inference: training on every position of a session is the same as training on each
+        of its prefixes. Leading padding columns can be dropped without changing any output.
         """
-        b, length = inputs.shape
+        length = inputs.shape[1]
         pad = inputs == 0
-        positions = torch.arange(length, device=inputs.device) + (self.config.max_len - length)
+        positions = ((~pad).cumsum(1) - 1).clamp_min(0)
         scale = self.config.hidden**0.5 if self.config.emb_scale else 1.0
-        x = self.item_emb(inputs) * scale + self.pos_emb(positions)[None]
+        x = self.item_emb(inputs) * scale + self.pos_emb(positions)
         if not self.config.norm_first:
             x = self.final_norm(x)
         x = self.emb_dropout(x) * (~pad)[..., None]
