@@ -101,15 +101,23 @@ def ranks_of_targets(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch
 
     Column 0 (padding) is never ranked; a NaN target score ranks last.
     """
-    ranking = _Ranking(targets, scores.gather(1, targets[:, None])[:, 0], scores.shape[1] - 1, 1)
+    return _rank_rows(scores, targets, 1).result()
+
+
+def _rank_rows(scores: torch.Tensor, targets: torch.Tensor, top_k: int) -> _Ranking:
+    ranking = _Ranking(targets, scores.gather(1, targets[:, None])[:, 0], scores.shape[1] - 1, top_k)
     ranking.add(1, scores[:, 1:])
-    return ranking.result()
+    return ranking
+
+
+def _chunked(model: Scorer) -> bool:
+    return hasattr(model, "session_states") and hasattr(model, "score_items")
 
 
 def _rank_batch(model: Scorer, inputs: torch.Tensor, targets: torch.Tensor, n_items: int,
                 top_k: int) -> _Ranking:
     """Rank one batch of prefixes: in item chunks for a ``ChunkedScorer``, in one block otherwise."""
-    if hasattr(model, "session_states") and hasattr(model, "score_items"):
+    if _chunked(model):
         states = model.session_states(inputs)
         ranking = _Ranking(targets, model.score_items(states, targets).diagonal(), n_items, top_k)
         chunk = max(1, SCORE_BUDGET // len(inputs))
@@ -118,14 +126,11 @@ def _rank_batch(model: Scorer, inputs: torch.Tensor, targets: torch.Tensor, n_it
             ranking.add(lo, model.score_items(states, ids))
         return ranking
     scores = model.score(inputs)
-    targets = targets.to(scores.device)
-    ranking = _Ranking(targets, scores.gather(1, targets[:, None])[:, 0], n_items, top_k)
-    ranking.add(1, scores[:, 1:])
-    return ranking
+    return _rank_rows(scores, targets.to(scores.device), top_k)
 
 
 def _batch_size_for(model: Scorer, n_items: int, requested: int) -> int:
-    if hasattr(model, "session_states") and hasattr(model, "score_items"):
+    if _chunked(model):
         return requested  # items are chunked instead
     return max(1, min(requested, SCORE_BUDGET // (n_items + 1)))
 
