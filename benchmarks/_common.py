@@ -85,7 +85,7 @@ def timed_training(model, opt, batches, device, seconds: float, warmup_steps: in
     sync()
     elapsed = time.perf_counter() - started
     return {"clicks_per_s": clicks / elapsed, "steps": steps, "total_steps": len(batches),
-            "whole": steps == len(batches), "loss": float(loss)}
+            "whole": steps == len(batches), "loss": loss.item()}
 
 
 def first_sessions(split, n_sessions: int):
