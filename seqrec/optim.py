@@ -1,8 +1,9 @@
-"""Adagrad with momentum that updates only the touched rows of sparse gradients.
+"""Optimisers that update only the touched rows of sparse gradients: Adagrad with momentum, AdamW.
 
-This is the optimiser of the official GRU4Rec (Hidasi & Czapp 2023): with sparse embedding
-gradients, the accumulators and momentum of items absent from a mini-batch are left untouched,
-which is both faster and part of what makes GRU4Rec train well.
+``IndexedAdagradM`` is the optimiser of the official GRU4Rec (Hidasi & Czapp 2023): with sparse
+embedding gradients, the accumulators and momentum of items absent from a mini-batch are left
+untouched, which is both faster and part of what makes GRU4Rec train well. ``LazyAdamW`` does the same
+for SASRec's sampled softmax on large catalogues.
 """
 
 from __future__ import annotations
@@ -58,4 +59,58 @@ class IndexedAdagradM(Optimizer):
                         p.add_(state["mom"])
                     else:
                         p.addcdiv_(grad, denom, value=-lr)
+        return loss
+
+
+class LazyAdamW(Optimizer):
+    """AdamW (Loshchilov & Hutter 2019) whose sparse gradients update only the rows they touch.
+
+    Dense gradients get the usual AdamW step. For a sparse gradient (an item embedding looked up with
+    ``sparse=True``), the moments, the decay and the step of the rows absent from the batch are left as
+    they are ("lazy" Adam), so one step costs in proportion to the batch, not to the catalogue.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        if lr <= 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or eps <= 0 or weight_decay < 0:
+            raise ValueError(f"invalid LazyAdamW settings lr={lr}, betas={betas}, eps={eps}, "
+                             f"weight_decay={weight_decay}")
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float64)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = float(state["step"])
+                size = lr / (1 - beta1**t)
+                root_correction = (1 - beta2**t) ** 0.5
+                grad = p.grad
+                if grad.is_sparse:
+                    grad = grad.coalesce()  # the update is non-linear: indices must be unique
+                    rows, values = grad.indices()[0], grad.values()
+                    m = state["exp_avg"][rows].mul_(beta1).add_(values, alpha=1 - beta1)
+                    v = state["exp_avg_sq"][rows].mul_(beta2).addcmul_(values, values, value=1 - beta2)
+                    state["exp_avg"].index_copy_(0, rows, m)
+                    state["exp_avg_sq"].index_copy_(0, rows, v)
+                    row = p[rows] * (1 - lr * decay)
+                    p.index_copy_(0, rows, row - size * m / (v.sqrt() / root_correction + eps))
+                else:
+                    p.mul_(1 - lr * decay)
+                    state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
+                    state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                    denom = state["exp_avg_sq"].sqrt().div_(root_correction).add_(eps)
+                    p.addcdiv_(state["exp_avg"], denom, value=-size)
         return loss

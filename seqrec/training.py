@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from seqrec.data.dataset import ProcessedDataset, SessionSplit
 from seqrec.evaluation import EvalResult, evaluate
-from seqrec.optim import IndexedAdagradM
+from seqrec.optim import IndexedAdagradM, LazyAdamW
 
 CHECKPOINT_ROOT = Path(os.environ.get("SEQREC_CHECKPOINTS", "checkpoints"))
 
@@ -94,17 +94,39 @@ class History:
         return asdict(self)
 
 
+def _has_sparse_gradients(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Embedding) and m.sparse for m in model.modules())
+
+
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
         no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if _has_sparse_gradients(model):  # sparse embeddings: update only the rows a batch touches
+            return LazyAdamW(groups, lr=cfg.lr)
         return torch.optim.AdamW(groups, lr=cfg.lr)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adagradm":
         return IndexedAdagradM(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
+    """Scale all gradients, dense or sparse, so that their joint 2-norm is at most ``max_norm``."""
+    params = [p for p in parameters if p.grad is not None]
+    if not any(p.grad.is_sparse for p in params):
+        return nn.utils.clip_grad_norm_(params, max_norm)
+    for p in params:
+        if p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+    total = torch.linalg.vector_norm(torch.stack([
+        torch.linalg.vector_norm(p.grad.values() if p.grad.is_sparse else p.grad) for p in params]))
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for p in params:
+        p.grad.mul_(scale)
+    return total
 
 
 def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -217,8 +239,8 @@ class Trainer:
                 f"at {self.checkpointer.path} (lower lr or raise clip)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.clip > 0:  # (sparse gradients, as in GRU4Rec, are not clipped: clip=0)
-            nn.utils.clip_grad_norm_(model.parameters(), self.cfg.clip)
+        if self.cfg.clip > 0:  # (GRU4Rec trains unclipped, clip=0, as the official implementation)
+            clip_gradients(model.parameters(), self.cfg.clip)
         opt.step()
         sched.step()
         return loss.item()

@@ -55,6 +55,16 @@ def test_run_logs_protocol_names_and_is_deterministic(processed, tmp_path, monke
     assert len(answer["items"][0]) == 5 and answer["items"][0][0] in set(data.raw_ids[1:])
 
 
+def test_sampled_softmax_trains_with_sparse_embedding_updates(processed, tmp_path, monkeypatch):
+    monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path)
+    overrides = {"loss": "sampled", "n_negatives": 64, "epochs": 2, "patience": 2, "progress": False, "lr": 0.01}
+    run_id, metrics = run_neural("sasrec", str(processed), "tiny", overrides)
+    assert mlflow.get_run(run_id).data.params["model.loss"] == "sampled"
+    history = mlflow.MlflowClient().get_metric_history(run_id, "train_loss")
+    assert history[-1].value < history[0].value
+    assert metrics["test_recall_at_20"] > 0.2
+
+
 class Exploding(torch.nn.Module):
     """A model whose loss becomes NaN in its second epoch."""
 

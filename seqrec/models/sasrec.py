@@ -82,7 +82,8 @@ class SASRec(nn.Module):
     def __init__(self, n_items: int, config: SASRecConfig, popularity: torch.Tensor | None = None):
         super().__init__()
         self.n_items, self.config = n_items, config
-        self.item_emb = nn.Embedding(n_items + 2, config.hidden, padding_idx=0)  # n_items + 1 = [MASK]
+        # n_items + 1 = [MASK]; with a sampled softmax, only the rows a batch touches get gradients
+        self.item_emb = nn.Embedding(n_items + 2, config.hidden, padding_idx=0, sparse=config.loss == "sampled")
         self.pos_emb = nn.Embedding(config.max_len, config.hidden)
         self.emb_dropout = nn.Dropout(config.emb_dropout)
         self.blocks = nn.ModuleList(
@@ -179,7 +180,7 @@ class SASRec(nn.Module):
         """Softmax over the batch's targets plus popularity-sampled negatives, corrected by log q."""
         negatives = torch.multinomial(self.sample_probs, self.config.n_negatives, replacement=True)
         candidates = torch.cat([targets.unique(), negatives])
-        logits = self._logits(states, self.item_emb.weight[candidates])
+        logits = self._logits(states, F.embedding(candidates, self.item_emb.weight, sparse=True))
         logits = logits - torch.log(self.sample_probs[candidates] * self.config.n_negatives + 1e-12)
         hit = candidates[None, :] == targets[:, None]
         # the positive is the first candidate equal to the target; duplicates of it are masked out
