@@ -265,6 +265,11 @@ class Trainer:
         model = self.build_model().to(self.device)
         engine = model
         if self.world > 1:
+            # dense embedding gradients: gloo's all-reduce of sparse gradients corrupted the heap of a
+            # worker now and then (malloc abort in backward); NCCL has no sparse all-reduce at all
+            for module in model.modules():
+                if isinstance(module, nn.Embedding):
+                    module.sparse = False
             with warnings.catch_warnings():  # broadcast_buffers is being renamed; buffers are constants here
                 warnings.simplefilter("ignore", FutureWarning)
                 engine = DistributedDataParallel(

@@ -155,7 +155,7 @@ class GRU4Rec(nn.Module):
     # -- the recurrent step -----------------------------------------------------------------------
     def _input(self, items: torch.Tensor) -> torch.Tensor:
         if self.config.constrained_embedding:
-            return self.drop_embed(F.embedding(items, self.Wy.weight, sparse=True))
+            return self.drop_embed(F.embedding(items, self.Wy.weight, sparse=self.Wy.sparse))
         if self.config.embedding > 0:
             return self.drop_embed(self.E(items))
         return items  # the one-hot cell looks its input weights up itself
@@ -172,8 +172,8 @@ class GRU4Rec(nn.Module):
     def output_scores(self, hidden: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
         if candidates is None:
             return hidden @ self.Wy.weight.T + self.By.weight.T
-        w = F.embedding(candidates, self.Wy.weight, sparse=True)
-        b = F.embedding(candidates, self.By.weight, sparse=True)
+        w = F.embedding(candidates, self.Wy.weight, sparse=self.Wy.sparse)
+        b = F.embedding(candidates, self.By.weight, sparse=self.By.sparse)
         return hidden @ w.T + b.T
 
     def session_states(self, inputs: torch.Tensor) -> torch.Tensor:

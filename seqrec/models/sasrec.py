@@ -180,7 +180,7 @@ class SASRec(nn.Module):
         """Softmax over the batch's targets plus popularity-sampled negatives, corrected by log q."""
         negatives = torch.multinomial(self.sample_probs, self.config.n_negatives, replacement=True)
         candidates = torch.cat([targets.unique(), negatives])
-        logits = self._logits(states, F.embedding(candidates, self.item_emb.weight, sparse=True))
+        logits = self._logits(states, F.embedding(candidates, self.item_emb.weight, sparse=self.item_emb.sparse))
         logits = logits - torch.log(self.sample_probs[candidates] * self.config.n_negatives + 1e-12)
         hit = candidates[None, :] == targets[:, None]
         # the positive is the first candidate equal to the target; duplicates of it are masked out
