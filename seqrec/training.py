@@ -202,6 +202,14 @@ class Trainer:
         per_rank = max(1, self.cfg.batch_size // self.world)
         return model.batches(split, per_rank, self.cfg.seed, epoch, rank=self.rank, world_size=self.world)
 
+    def _agreed_steps(self, steps: int) -> int:
+        """The steps of an epoch on every rank: the shortest shard's (shards differ by a batch or so)."""
+        if self.world == 1:
+            return steps
+        shortest = torch.tensor([steps])
+        dist.all_reduce(shortest, op=dist.ReduceOp.MIN)
+        return int(shortest)
+
     # -- one phase --------------------------------------------------------------------------------
     def _train_epoch(self, model, opt, sched, split: SessionSplit, epoch: int, phase: str) -> float:
         model.train()
@@ -210,11 +218,7 @@ class Trainer:
         use_bf16 = self.device.type == "cuda"
         bar = tqdm(batches, desc=f"{phase} epoch {epoch}", disable=not (self.cfg.progress and self.is_main),
                    leave=False, unit="batch")
-        steps = len(batches)
-        if self.world > 1:  # every rank takes the same number of steps (shards differ by a batch or so)
-            shortest = torch.tensor([steps])
-            dist.all_reduce(shortest, op=dist.ReduceOp.MIN)
-            steps = int(shortest)
+        steps = self._agreed_steps(len(batches))
         for batch in bar:
             if count == steps:
                 break
@@ -280,11 +284,7 @@ class Trainer:
         self.engine = engine if engine is not model else None
         opt = _make_optimizer(model, self.cfg)
         split = self.data.split("train_tr" if phase == "select" else "train_full")
-        steps = len(self._batches(model, split, 0))
-        if self.world > 1:  # every rank takes the steps of the shortest shard
-            shortest = torch.tensor([steps])
-            dist.all_reduce(shortest, op=dist.ReduceOp.MIN)
-            steps = int(shortest)
+        steps = self._agreed_steps(len(self._batches(model, split, 0)))
         return model, opt, _make_scheduler(opt, self.cfg, steps), split
 
     def _checkpoint(self, phase: str, epoch: int, model, opt, sched, best_state) -> None:

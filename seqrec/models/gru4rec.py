@@ -189,7 +189,7 @@ class GRU4Rec(nn.Module):
 
     def score_items(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, C]`` of the item ids ``items`` [C] for each state."""
-        return (states @ self.Wy.weight[items].T + self.By.weight[items].T).float()
+        return self.output_scores(states, items).float()
 
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         """Scores of every item for the next click after each prefix (column 0 = padding gets -inf)."""
