@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from seqrec.data.dataset import ProcessedDataset, SessionSplit
@@ -55,7 +56,8 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW: matrices of the network, not embeddings or biases
+    emb_weight_decay: float = 0.0  # AdamW: the embedding tables
     warmup_epochs: float = 0.5
     clip: float = 5.0
     patience: int = 3
@@ -69,6 +71,7 @@ class TrainConfig:
     progress: bool = True
     threads: int = 0  # 0 = torch's default
     compile: bool = False  # torch.compile the training step's model (dynamic shapes)
+    ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights (decay per step)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,9 +103,10 @@ def _has_sparse_gradients(model: nn.Module) -> bool:
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
-        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        named = list(model.named_parameters())
+        groups = [{"params": [p for n, p in named if p.ndim >= 2 and "emb" not in n], "weight_decay": cfg.weight_decay},
+                  {"params": [p for n, p in named if p.ndim >= 2 and "emb" in n], "weight_decay": cfg.emb_weight_decay},
+                  {"params": [p for n, p in named if p.ndim < 2], "weight_decay": 0.0}]
         if _has_sparse_gradients(model):  # sparse embeddings: update only the rows a batch touches
             return LazyAdamW(groups, lr=cfg.lr)
         return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -195,6 +199,7 @@ class Trainer:
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         self.is_main = self.rank == 0
         self.engine: nn.Module | None = None  # DistributedDataParallel and/or torch.compile wrapper, if any
+        self.averaged: AveragedModel | None = None  # the moving average of the weights (cfg.ema > 0)
 
     def _batches(self, model, split: SessionSplit, epoch: int):
         if self.world == 1:
@@ -247,7 +252,13 @@ class Trainer:
             clip_gradients(model.parameters(), self.cfg.clip)
         opt.step()
         sched.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(model)
         return loss.item()
+
+    def _scored(self, model: nn.Module) -> nn.Module:
+        """The weights that are evaluated and kept: the moving average if there is one."""
+        return self.averaged.module if self.averaged is not None else model
 
     @torch.no_grad()
     def _valid_loss(self, model, split: SessionSplit) -> float:
@@ -282,6 +293,8 @@ class Trainer:
         if self.cfg.compile:
             engine = torch.compile(engine, dynamic=True)
         self.engine = engine if engine is not model else None
+        self.averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema))
+                         if self.cfg.ema > 0 else None)
         opt = _make_optimizer(model, self.cfg)
         split = self.data.split("train_tr" if phase == "select" else "train_full")
         steps = self._agreed_steps(len(self._batches(model, split, 0)))
@@ -295,6 +308,7 @@ class Trainer:
             "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "history": self.history.to_dict(), "best_state": best_state,
+            "averaged": self.averaged.state_dict() if self.averaged is not None else None,
         })
 
     def run(self, resume: bool = False) -> tuple[nn.Module, History, EvalResult]:
@@ -315,6 +329,8 @@ class Trainer:
             if state.get("cuda_rng") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
             best_state = state.get("best_state")
+            if self.averaged is not None and state.get("averaged") is not None:
+                self.averaged.load_state_dict(state["averaged"])
 
         if phase == "select":
             best_state = self._select(model, opt, sched, split, start, best_state)
@@ -322,6 +338,7 @@ class Trainer:
             if self.cfg.refit:
                 model, opt, sched, split = self._fresh("refit")
         if not self.cfg.refit and best_state is not None:
+            model = self._scored(model)
             model.load_state_dict(best_state)
         else:
             for epoch in range(start, self.history.best_epoch + 1):
@@ -333,6 +350,7 @@ class Trainer:
                 if self.on_epoch and self.is_main:
                     self.on_epoch("refit", epoch, record)
                 self._checkpoint("refit", epoch, model, opt, sched, None)
+        model = self._scored(model)
         test = self._evaluate(model, self.data.split("test"), "test") if self.is_main else None
         return model, self.history, test
 
@@ -355,14 +373,15 @@ class Trainer:
             seconds = time.perf_counter() - started
             record = None
             if self.is_main:
-                result = self._evaluate(model, valid, f"valid epoch {epoch}")
-                record = {"epoch": epoch, "train_loss": loss, "val_loss": self._valid_loss(model, valid),
+                scored = self._scored(model)
+                result = self._evaluate(scored, valid, f"valid epoch {epoch}")
+                record = {"epoch": epoch, "train_loss": loss, "val_loss": self._valid_loss(scored, valid),
                           "epoch_seconds": seconds, **result.prefixed("val")}
             record = self._from_main(record)
             self.history.select.append(record)
             if record["val_mrr_at_20"] > self.history.best_value:
                 self.history.best_epoch, self.history.best_value = epoch, record["val_mrr_at_20"]
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().cpu().clone() for k, v in self._scored(model).state_dict().items()}
                 since_best = 0
             else:
                 since_best += 1

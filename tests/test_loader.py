@@ -64,3 +64,14 @@ def test_bucketing_trims_padding_and_keeps_every_target():
         rows |= {tuple(t[t > 0].tolist()) for t in target}
     assert sorted(widths) == [1, 3, 4]  # window lengths 1, 1 | 2, 3 | 4 in batches of two
     assert rows == {tuple(t[t > 0].tolist()) for _, tt in plain for t in tt}
+
+
+def test_prefix_rows_hold_each_prefix_once_with_only_the_next_click_as_target():
+    sessions = [[1, 2], [3, 4, 5, 6, 7], [2, 2, 2], [9]]
+    loader = SequenceLoader(split_of(sessions), max_len=3, batch_size=3, seed=2, prefixes=True)
+    rows = []
+    for inputs, target in loader:
+        assert (target[:, :-1] == 0).all() and (target[:, -1] > 0).all()
+        rows += [(tuple(i[i > 0].tolist()), int(t[-1])) for i, t in zip(inputs, target, strict=True)]
+    expected = [((1,), 2), ((3,), 4), ((3, 4), 5), ((3, 4, 5), 6), ((4, 5, 6), 7), ((2,), 2), ((2, 2), 2)]
+    assert sorted(rows) == sorted(expected)

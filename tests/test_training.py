@@ -11,6 +11,7 @@ import torch
 
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.models.registry import split_overrides
+from seqrec.models.sasrec import SASRec
 from seqrec.training import Checkpointer, TrainConfig, Trainer, TrainingDiverged
 from seqrec.workflow.neural import run_neural
 
@@ -92,6 +93,33 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(processed, t
     with pytest.raises(TrainingDiverged, match="select epoch 2: the loss became nan"):
         trainer.run()
     assert ckpt.load()["epoch"] == 1
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_weight_average_is_what_is_evaluated_checkpointed_and_resumed(processed, tmp_path):
+    data = ProcessedDataset.load(processed)
+    over = {"epochs": 3, "patience": 3, "progress": False, "device": "cpu", "ema": 0.9}
+    model_cfg, cfg = split_overrides("sasrec", "tiny", over)
+    _, plain_cfg = split_overrides("sasrec", "tiny", {**over, "ema": 0.0})
+    build = lambda: SASRec(data.n_items, model_cfg)  # noqa: E731
+    _, _, plain = Trainer(build, data, plain_cfg, Checkpointer(tmp_path / "plain")).run()
+    averaged, _, whole = Trainer(build, data, cfg, Checkpointer(tmp_path / "whole")).run()
+    assert whole.metrics != plain.metrics  # the average, not the last weights, is scored
+
+    def kill(phase: str, epoch: int, record: dict) -> None:
+        if phase == "select" and epoch == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        Trainer(build, data, cfg, Checkpointer(tmp_path / "killed"), on_epoch=kill).run()
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["averaged"] is not None
+    resumed, _, again = Trainer(build, data, cfg, Checkpointer(tmp_path / "killed")).run(resume=True)
+    assert again.metrics == whole.metrics
+    for a, b in zip(resumed.parameters(), averaged.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_killed_run_resumes_in_the_same_run_with_the_same_result(processed, tmp_path):

@@ -4,6 +4,11 @@ Every session of n clicks gives n - 1 training targets: the input at position t 
 target is click t + 1. Sessions longer than ``max_len + 1`` are cut into consecutive windows of at
 most ``max_len`` targets, the last window ending at the session's last click, so that every click is
 a target exactly once. Only one batch is ever padded at a time.
+
+With ``prefixes=True`` every prefix of a session is its own row whose only target is the click after
+it (the data augmentation of Tan et al. 2016, and how RecBole trains SASRec): the same targets, but
+each one gets its own forward pass, dropout noise and place in the shuffle, for about L/2 times the
+compute of whole sessions.
 """
 
 from __future__ import annotations
@@ -31,12 +36,22 @@ def session_windows(split: SessionSplit, max_len: int) -> tuple[np.ndarray, np.n
     return start, end
 
 
+def prefix_windows(split: SessionSplit, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(start, end)`` of one window per target: the (last ``max_len`` clicks of the) prefix before it."""
+    n_targets = split.lengths - 1
+    session = np.repeat(np.arange(split.n_sessions), n_targets)
+    first = split.offsets[:-1][session]
+    end = first + 1 + np.arange(len(session)) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets)
+    return np.maximum(first, end - max_len), end
+
+
 class SequenceLoader:
     """Iterate ``(inputs, targets)`` LongTensors of shape ``[batch, width]``, 0 = padding.
 
     With ``bucket=True`` (the default) windows of similar length share a batch and ``width`` is the
     longest window of the batch (at most ``max_len``): sessions are short (3.6 clicks on average),
-    so this skips most of the padding. Batches are still drawn in a shuffled order.
+    so this skips most of the padding. Batches are still drawn in a shuffled order. With
+    ``prefixes=True`` the rows are prefixes and only the last column of ``targets`` is set.
     """
 
     def __init__(
@@ -49,10 +64,12 @@ class SequenceLoader:
         rank: int = 0,
         world_size: int = 1,
         bucket: bool = True,
+        prefixes: bool = False,
     ):
         self.items = np.asarray(split.items, dtype=np.int64)
         self.max_len, self.batch_size, self.shuffle, self.bucket = max_len, batch_size, shuffle, bucket
-        start, end = session_windows(split, max_len)
+        self.prefixes = prefixes
+        start, end = (prefix_windows if prefixes else session_windows)(split, max_len)
         self.start, self.end = start[rank::world_size], end[rank::world_size]
         self.seed, self.epoch = seed, 0
 
@@ -82,5 +99,9 @@ class SequenceLoader:
             start, end = self.start[idx], self.end[idx]
             width = int((end - start).max()) if self.bucket else self.max_len
             inputs = gather_windows(self.items, start, end, width)
-            targets = gather_windows(self.items, start + 1, end + 1, width)
+            if self.prefixes:
+                targets = np.zeros_like(inputs)
+                targets[:, -1] = self.items[end]
+            else:
+                targets = gather_windows(self.items, start + 1, end + 1, width)
             yield torch.from_numpy(inputs), torch.from_numpy(targets)

@@ -41,6 +41,8 @@ class SASRecConfig:
     causal: bool = True  # False: the bidirectional encoder of BERT4Rec
     normalize: bool = False  # NISER: logits = logit_scale * cosine(state, item embedding)
     logit_scale: float = 16.0
+    train_on: str = "sessions"  # sessions: a target at every position | prefixes: one row per target
+    item_mask: float = 0.0  # training only: share of input clicks replaced by the [MASK] token
 
 
 class TransformerBlock(nn.Module):
@@ -107,6 +109,11 @@ class SASRec(nn.Module):
             if module.padding_idx is not None:
                 module.weight.data[module.padding_idx].zero_()
 
+    @property
+    def mask_id(self) -> int:
+        """The ``[MASK]`` token: BERT4Rec's masked positions, SASRec's ``item_mask`` corruption."""
+        return self.n_items + 1
+
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` left-padded ids -> ``[B, L, hidden]`` states; position t sees inputs <= t.
 
@@ -156,7 +163,10 @@ class SASRec(nn.Module):
     # -- training ---------------------------------------------------------------------------------
     def batches(self, split: SessionSplit, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
                 rank: int = 0, world_size: int = 1) -> SequenceLoader:
-        loader = SequenceLoader(split, self.config.max_len, batch_size, shuffle, seed, rank, world_size)
+        if self.config.train_on not in ("sessions", "prefixes"):
+            raise ValueError(f"train_on={self.config.train_on!r}: expected 'sessions' or 'prefixes'")
+        loader = SequenceLoader(split, self.config.max_len, batch_size, shuffle, seed, rank, world_size,
+                                prefixes=self.config.train_on == "prefixes")
         loader.set_epoch(epoch)
         return loader
 
@@ -167,6 +177,9 @@ class SASRec(nn.Module):
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Mean next-item loss over all non-padding positions of the batch."""
         inputs, targets = batch
+        if self.training and self.config.item_mask > 0:  # token-level input corruption
+            corrupt = (torch.rand(inputs.shape, device=inputs.device) < self.config.item_mask) & (inputs > 0)
+            inputs = inputs.masked_fill(corrupt, self.mask_id)
         states = self.encode(inputs)
         mask = targets > 0
         states, targets = states[mask], targets[mask]
@@ -207,10 +220,6 @@ class BERT4Rec(SASRec):
     """
 
     model_type = "bert4rec"
-
-    @property
-    def mask_id(self) -> int:
-        return self.n_items + 1
 
     def session_states(self, inputs: torch.Tensor) -> torch.Tensor:
         """The output at a ``[MASK]`` appended after each prefix."""
