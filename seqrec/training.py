@@ -57,7 +57,6 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0  # AdamW: matrices of the network, not embeddings or biases
-    emb_weight_decay: float = 0.0  # AdamW: the embedding tables
     warmup_epochs: float = 0.5
     clip: float = 5.0
     patience: int = 3
@@ -103,10 +102,9 @@ def _has_sparse_gradients(model: nn.Module) -> bool:
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
-        named = list(model.named_parameters())
-        groups = [{"params": [p for n, p in named if p.ndim >= 2 and "emb" not in n], "weight_decay": cfg.weight_decay},
-                  {"params": [p for n, p in named if p.ndim >= 2 and "emb" in n], "weight_decay": cfg.emb_weight_decay},
-                  {"params": [p for n, p in named if p.ndim < 2], "weight_decay": 0.0}]
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
+        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         if _has_sparse_gradients(model):  # sparse embeddings: update only the rows a batch touches
             return LazyAdamW(groups, lr=cfg.lr)
         return torch.optim.AdamW(groups, lr=cfg.lr)

@@ -47,6 +47,16 @@ def test_output_after_each_click_equals_the_output_for_that_prefix_alone(device)
         torch.testing.assert_close(m.encode(prefix)[0, -1], states[0, t])
 
 
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_last_position_only_equals_the_last_column_of_the_full_encoding(device, norm_first):
+    rng = np.random.default_rng(1)
+    m = model(device, norm_first=norm_first)
+    for _ in range(5):
+        inputs, _ = random_batch(rng)
+        inputs = inputs.to(device)
+        torch.testing.assert_close(m.encode(inputs, last_only=True)[:, 0], m.encode(inputs)[:, -1])
+
+
 def test_score_matches_encode_and_never_ranks_padding(device):
     m = model(device)
     inputs, _ = random_batch(np.random.default_rng(1))

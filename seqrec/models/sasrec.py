@@ -3,9 +3,12 @@
 Item embeddings plus learnable positional embeddings feed a stack of Transformer blocks with causal
 multi-head self-attention; the output at position t scores every item by a dot product with the
 (tied) item embeddings, and the target is the click at t + 1. Training uses every position of every
-session with full-softmax cross-entropy (Klenitskiy & Vasilev 2023, "Turning dross into gold loss:
-is BERT4Rec really better than SASRec?"), or for very large catalogues a sampled softmax over
-in-batch and popularity-sampled negatives with logQ correction (Yi et al. 2019). As an option
+session, or (``train_on=prefixes``) every prefix as its own row with the next click as its only
+target, the way RecBole trains SASRec: the same targets, each with its own dropout noise, which
+generalises better on small data. The loss is a full-softmax cross-entropy (Klenitskiy & Vasilev
+2023, "Turning dross into gold loss: is BERT4Rec really better than SASRec?"), or for very large
+catalogues a sampled softmax over in-batch and popularity-sampled negatives with logQ correction
+(Yi et al. 2019). As an option
 (``normalize``), scores are scaled cosine similarities between the session state and the item
 embeddings, as in NISER (Gupta et al. 2019), which lessens the popularity bias of dot products.
 """
@@ -60,19 +63,23 @@ class TransformerBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.attn_dropout = dropout
 
-    def _attend(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool) -> torch.Tensor:
         b, length, d = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if last_only:  # only the last position asks; every position still answers
+            q, allowed = q[:, :, -1:], allowed[:, :, -1:]
         attn = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.attn_dropout if self.training else 0.0
         )
-        return self.dropout(self.proj(attn.transpose(1, 2).reshape(b, length, d)))
+        return self.dropout(self.proj(attn.transpose(1, 2).reshape(b, q.shape[2], d)))
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``[B, L, hidden]`` -> the same shape, or ``[B, 1, hidden]`` (the last position) if ``last_only``."""
+        residual = x[:, -1:] if last_only else x
         if self.norm_first:
-            x = x + self._attend(self.norm1(x), allowed)
+            x = residual + self._attend(self.norm1(x), allowed, last_only)
             return x + self.dropout(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self._attend(x, allowed))
+        x = self.norm1(residual + self._attend(x, allowed, last_only))
         return self.norm2(x + self.dropout(self.ffn(x)))
 
 
@@ -114,8 +121,11 @@ class SASRec(nn.Module):
         """The ``[MASK]`` token: BERT4Rec's masked positions, SASRec's ``item_mask`` corruption."""
         return self.n_items + 1
 
-    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+    def encode(self, inputs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """``[B, L]`` left-padded ids -> ``[B, L, hidden]`` states; position t sees inputs <= t.
+
+        ``last_only`` returns only the last position's states ``[B, 1, hidden]``, and the last block
+        computes its attention queries and feed-forward net for that position alone.
 
         A click's position is the number of clicks before it in its row (counted from the session's
         start), so the output after a session's t-th click is computed exactly as for a prefix of t
@@ -134,8 +144,9 @@ class SASRec(nn.Module):
         if self.config.causal:
             keys = keys & torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()[None, None]
         allowed = keys | torch.eye(length, dtype=torch.bool, device=inputs.device)[None, None]  # no empty rows
-        for block in self.blocks:
-            x = block(x, allowed)
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, last_only and i == len(self.blocks) - 1)
+        x = x[:, -1:] if last_only else x
         return self.final_norm(x) if self.config.norm_first else x
 
     def _logits(self, states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -148,7 +159,7 @@ class SASRec(nn.Module):
         """``[B, L]`` left-padded prefixes -> ``[B, hidden]``: the state that scores the next click."""
         used = (inputs != 0).any(0).nonzero()
         first = int(used[0]) if len(used) else inputs.shape[1] - 1
-        return self.encode(inputs[:, first:])[:, -1]
+        return self.encode(inputs[:, first:], last_only=True)[:, -1]
 
     def score_items(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, C]`` of the item ids ``items`` [C] (all >= 1) for each state."""
@@ -180,9 +191,12 @@ class SASRec(nn.Module):
         if self.training and self.config.item_mask > 0:  # token-level input corruption
             corrupt = (torch.rand(inputs.shape, device=inputs.device) < self.config.item_mask) & (inputs > 0)
             inputs = inputs.masked_fill(corrupt, self.mask_id)
-        states = self.encode(inputs)
-        mask = targets > 0
-        states, targets = states[mask], targets[mask]
+        if self.config.train_on == "prefixes":  # one target per row, after its last click
+            states, targets = self.encode(inputs, last_only=True)[:, -1], targets[:, -1]
+        else:
+            states = self.encode(inputs)
+            mask = targets > 0
+            states, targets = states[mask], targets[mask]
         if self.config.loss == "sampled":  # also for the validation loss: a full softmax may not fit
             return self._sampled_softmax(states, targets)
         logits = self._logits(states, self.item_emb.weight[1 : self.n_items + 1])  # real items: no padding class
@@ -226,7 +240,7 @@ class BERT4Rec(SASRec):
         used = (inputs != 0).any(0).nonzero()
         first = int(used[0]) if len(used) else inputs.shape[1] - 1
         masked = torch.cat([inputs[:, first:], torch.full_like(inputs[:, :1], self.mask_id)], 1)
-        return self.encode(masked[:, -self.config.max_len :])[:, -1]
+        return self.encode(masked[:, -self.config.max_len :], last_only=True)[:, -1]
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch
