@@ -94,6 +94,20 @@ def test_loss_is_finite_for_one_click_prefixes_and_padded_rows(loss, device):
     assert m.item_emb.weight.grad.is_sparse == (loss == "sampled")
 
 
+def test_prefix_rows_and_session_rows_give_the_same_loss_without_dropout():
+    from tests.test_loader import split_of
+
+    # sessions of at most max_len + 1 clicks: one window each (a longer session's later windows
+    # would see less history for their first targets than the prefix rows do)
+    split = split_of([[1, 2, 3, 4, 5], [6, 7], [8, 9, 10, 11, 12, 13, 14, 15, 16], [3, 3, 3]])
+    losses = {}
+    for rows in ("sessions", "prefixes"):
+        m = model(train_on=rows)
+        (batch,) = list(m.batches(split, batch_size=100, seed=0, epoch=0))
+        losses[rows] = m.loss(batch)
+    torch.testing.assert_close(losses["prefixes"], losses["sessions"])
+
+
 def test_bidirectional_encoder_sees_the_future():
     m = model(causal=False)
     inputs = torch.tensor([[0, 0, 1, 2, 3, 4, 5, 6]])

@@ -8,9 +8,9 @@ target, the way RecBole trains SASRec: the same targets, each with its own dropo
 generalises better on small data. The loss is a full-softmax cross-entropy (Klenitskiy & Vasilev
 2023, "Turning dross into gold loss: is BERT4Rec really better than SASRec?"), or for very large
 catalogues a sampled softmax over in-batch and popularity-sampled negatives with logQ correction
-(Yi et al. 2019). As an option
-(``normalize``), scores are scaled cosine similarities between the session state and the item
-embeddings, as in NISER (Gupta et al. 2019), which lessens the popularity bias of dot products.
+(Yi et al. 2019). As an option (``normalize``), scores are scaled cosine similarities between the
+session state and the item embeddings, as in NISER (Gupta et al. 2019), which lessens the popularity
+bias of dot products.
 """
 
 from __future__ import annotations
