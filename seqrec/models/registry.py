@@ -46,7 +46,8 @@ GRU4REC_PRESETS = {
 BERT4REC_PRESETS = {
     "tiny": SASREC_PRESETS["tiny"],
     "sample": ({"hidden": 256, "blocks": 2, "heads": 2, "dropout": 0.6, "emb_dropout": 0.6, "label_smoothing": 0.1,
-                "mask_ratio": 0.2}, {**SASREC_PRESETS["sample"][1], "batch_size": 1024, "epochs": 60}),
+                "mask_ratio": 0.2, "train_on": "prefixes"},
+               {**SASREC_PRESETS["sample"][1], "batch_size": 1024, "epochs": 60}),
     "default": ({**SASREC_PRESETS["default"][0], "mask_ratio": 0.2}, SASREC_PRESETS["default"][1]),
 }
 
