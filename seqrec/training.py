@@ -336,8 +336,7 @@ class Trainer:
             if self.cfg.refit:
                 model, opt, sched, split = self._fresh("refit")
         if not self.cfg.refit and best_state is not None:
-            model = self._scored(model)
-            model.load_state_dict(best_state)
+            self._scored(model).load_state_dict(best_state)
         else:
             for epoch in range(start, self.history.best_epoch + 1):
                 started = time.perf_counter()
@@ -369,9 +368,8 @@ class Trainer:
             started = time.perf_counter()
             loss = self._train_epoch(model, opt, sched, split, epoch, "select")
             seconds = time.perf_counter() - started
-            record = None
+            record, scored = None, self._scored(model)
             if self.is_main:
-                scored = self._scored(model)
                 result = self._evaluate(scored, valid, f"valid epoch {epoch}")
                 record = {"epoch": epoch, "train_loss": loss, "val_loss": self._valid_loss(scored, valid),
                           "epoch_seconds": seconds, **result.prefixed("val")}
@@ -379,7 +377,7 @@ class Trainer:
             self.history.select.append(record)
             if record["val_mrr_at_20"] > self.history.best_value:
                 self.history.best_epoch, self.history.best_value = epoch, record["val_mrr_at_20"]
-                best_state = {k: v.detach().cpu().clone() for k, v in self._scored(model).state_dict().items()}
+                best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
                 since_best = 0
             else:
                 since_best += 1

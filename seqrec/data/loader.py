@@ -21,15 +21,19 @@ import torch
 from seqrec.data.dataset import SessionSplit, gather_windows
 
 
+def _per_session(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ``counts[s]`` windows of each session s: every window's session and its rank within it."""
+    session = np.repeat(np.arange(len(counts)), counts)
+    return session, np.arange(len(session)) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def session_windows(split: SessionSplit, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """``(start, end)`` global input positions of every training window of ``split``.
 
     A window's inputs are ``items[start:end]`` and its targets ``items[start + 1:end + 1]``.
     """
     n_targets = split.lengths - 1
-    per_session = -(-n_targets // max_len)  # ceil; sessions of one click give no window
-    session = np.repeat(np.arange(split.n_sessions), per_session)
-    rank_from_end = np.arange(len(session)) - np.repeat(np.cumsum(per_session) - per_session, per_session)
+    session, rank_from_end = _per_session(-(-n_targets // max_len))  # ceil; one-click sessions: no window
     last_input = split.offsets[1:] - 1  # exclusive end of the inputs of the last window
     end = last_input[session] - rank_from_end * max_len
     start = np.maximum(split.offsets[:-1][session], end - max_len)
@@ -38,10 +42,9 @@ def session_windows(split: SessionSplit, max_len: int) -> tuple[np.ndarray, np.n
 
 def prefix_windows(split: SessionSplit, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """``(start, end)`` of one window per target: the (last ``max_len`` clicks of the) prefix before it."""
-    n_targets = split.lengths - 1
-    session = np.repeat(np.arange(split.n_sessions), n_targets)
+    session, rank = _per_session(split.lengths - 1)
     first = split.offsets[:-1][session]
-    end = first + 1 + np.arange(len(session)) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets)
+    end = first + 1 + rank
     return np.maximum(first, end - max_len), end
 
 
