@@ -1,4 +1,5 @@
-"""PROTOCOL 3, implemented once for every model: next-click ranking over all items.
+"""The evaluation protocol (docs/protocol.md, "Evaluation"), implemented once for every model: next-click
+ranking over all items.
 
 Every session of n clicks gives n - 1 predictions (input: the clicks before click i, at most the
 last ``max_len``; target: click i). A model scores a batch of left-padded prefixes against every
@@ -12,7 +13,6 @@ scores however many items there are; other models score whole rows and the batch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -20,8 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from seqrec.data.dataset import SessionSplit, gather_windows
+from seqrec.devices import device_of
 
 KS = (10, 20)
+# the one metric that selects epochs, settings and the registered champion (as val_/best_val_ names)
+SELECTION_METRIC = "val_mrr_at_20"
 LENGTH_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 9), (10, None))
 SCORE_BUDGET = 1 << 25  # floats per scored batch: bounds memory for huge catalogues
 
@@ -135,15 +138,6 @@ def _batch_size_for(model: Scorer, n_items: int, requested: int) -> int:
     return max(1, min(requested, SCORE_BUDGET // (n_items + 1)))
 
 
-def device_of(model: object) -> torch.device:
-    """Where a scorer computes: its parameters' device for a torch module, else its ``device``."""
-    if isinstance(model, torch.nn.Module):
-        param = next(model.parameters(), None)
-        if param is not None:
-            return param.device
-    return torch.device(getattr(model, "device", "cpu"))
-
-
 @torch.no_grad()
 def evaluate(
     model: Scorer,
@@ -216,31 +210,3 @@ def _popularity_percentile(popularity: np.ndarray) -> np.ndarray:
     pop = np.asarray(popularity[1:], dtype=np.float64)
     order = np.argsort(np.argsort(pop, kind="stable"), kind="stable")
     return np.concatenate([[0.0], 100.0 * order / max(len(pop) - 1, 1)])
-
-
-def plot_by_length(result: EvalResult, path: str | Path, title: str = "Accuracy by prefix length") -> Path:
-    """Bar chart of Recall@20 and MRR@20 per prefix-length bucket, saved as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(result.by_length)
-    recall = [result.by_length[b]["recall_at_20"] for b in names]
-    mrr = [result.by_length[b]["mrr_at_20"] for b in names]
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(x - 0.2, recall, 0.4, label="Recall@20")
-    ax.bar(x + 0.2, mrr, 0.4, label="MRR@20")
-    ax.set_xticks(x, [f"{b}\n(n={result.by_length[b]['predictions']:,})" for b in names])
-    ax.set_xlabel("prefix length (clicks before the target)")
-    ax.set_ylabel("metric value")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -1,4 +1,5 @@
-"""MLflow tracking with the names of PROTOCOL 4: experiment, tags, inputs and artifacts.
+"""MLflow tracking with the project's MLflow names (docs/protocol.md, "MLflow names"): experiment,
+tags, inputs, LoggedModels and their metrics.
 
 The tracking URI is ``MLFLOW_TRACKING_URI`` when set, otherwise MLflow's default (a local SQLite
 file ``mlflow.db`` that also holds the Model Registry). Inside ``mlflow run`` the run created by the
@@ -7,10 +8,12 @@ project launcher is reused; ``nested=True`` opens a child of the active run (use
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -21,6 +24,10 @@ from pathlib import Path
 import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.models.model import ModelInfo
+from mlflow.types.schema import ColSpec, Schema
+
+from seqrec.serving.recommender import Recommender
 
 EXPERIMENT = "seqrec"
 TAG_MODEL = "seqrec.model"
@@ -29,6 +36,8 @@ TAG_DATASET = "seqrec.dataset"
 TAG_DIGEST = "seqrec.data_digest"
 TAG_STEP = "seqrec.step"
 TAG_STEP_KEY = "seqrec.step_key"
+# MLflow 3's UI opens an experiment without this tag in its GenAI view
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 _STEP_SCOPE: ContextVar[dict | None] = ContextVar("seqrec_step_scope", default=None)
 
 
@@ -72,6 +81,7 @@ def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = Fals
     with mlflow.start_run(run_id=run_id, nested=nested and run_id is None,
                           run_name=None if run_id else run_name) as run:
         mlflow.set_tags({TAG_STEP: step, **(tags or {})})
+        _tag_experiment(run.info.experiment_id)
         scope = _STEP_SCOPE.get()
         if scope is not None and "run_id" not in scope:
             scope["run_id"] = run.info.run_id
@@ -80,6 +90,14 @@ def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = Fals
         if launcher:
             mlflow.MlflowClient().set_tag(launcher, "seqrec.logged_to_run", run.info.run_id)
         yield run
+
+
+def _tag_experiment(experiment_id: str) -> None:
+    client = mlflow.MlflowClient()
+    existing = client.get_experiment(experiment_id).tags
+    for key, value in EXPERIMENT_KIND.items():
+        if key not in existing:
+            client.set_experiment_tag(experiment_id, key, value)
 
 
 def log_file_input(path: str | Path, digest: str, name: str, context: str = "raw") -> None:
@@ -100,7 +118,7 @@ def log_json(obj: object, artifact_file: str) -> None:
 
 
 def dataset_tags(stats: dict) -> dict[str, str]:
-    """The PROTOCOL 4 dataset tags for a processed dataset's ``stats.json``."""
+    """The dataset tags (``seqrec.dataset``, ``seqrec.data_digest``) for a processed dataset's ``stats.json``."""
     return {TAG_DATASET: str(stats.get("name", "")), TAG_DIGEST: str(stats.get("digest", ""))}
 
 
@@ -120,36 +138,90 @@ def log_metrics_at(metrics: dict[str, float], step: int | None = None) -> None:
 
 
 def model_requirements() -> list[str]:
-    """The served model's pip requirements, pinned to this environment (MLflow's own inference would
-    load the model in a child process for every run to find them)."""
-    from contextlib import suppress
-    from importlib.metadata import PackageNotFoundError, version
+    """The logged model's pip requirements: every runtime dependency of the installed ``seqrec``
+    package, pinned to this environment's versions (all resolvable from a package index; the project's
+    own code travels with the model as a code path)."""
+    from importlib.metadata import PackageNotFoundError, requires, version
 
     pins = []
-    for name in ("mlflow", "cloudpickle", "numpy", "pandas", "pyarrow", "torch", "seqrec"):
-        with suppress(PackageNotFoundError):
+    for requirement in requires("seqrec") or []:
+        if "extra ==" in requirement:
+            continue
+        name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
+        try:
             pins.append(f"{name}=={version(name).split('+')[0]}")  # 2.13.0+cpu -> 2.13.0
+        except PackageNotFoundError:
+            pins.append(requirement)
     return pins
 
 
-def log_pyfunc(recommender, example_session: list[str], item_mapping: Path) -> None:
-    """Log the recommender as the run's ``model/`` artifact (pyfunc, signature, input example) and
-    the dataset's ``item_mapping.json``."""
+def log_model(recommender: Recommender, example_session: list[str], params: dict | None = None,
+              tags: dict[str, str] | None = None, model_type: str = "") -> ModelInfo:
+    """Log ``recommender`` as the active run's LoggedModel ``model``: code (the ``seqrec`` package)
+    plus weights and config files, a signature with the ``k`` parameter, and an input example."""
     import pandas as pd
 
-    from seqrec.serving.pyfunc import SIGNATURE, SeqrecPyfunc
+    import seqrec
+    from seqrec.serving import mlflow_model
+    from seqrec.serving.artifacts import save_recommender
+    from seqrec.serving.pyfunc import ARTIFACT, SIGNATURE
 
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_log.level
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pyfunc_log.setLevel(logging.ERROR)  # its notes on cloudpickle and signature validation
-        path = Path(tmp) / "model"
-        mlflow.pyfunc.save_model(
-            str(path), python_model=SeqrecPyfunc(recommender), signature=SIGNATURE,
-            input_example=pd.DataFrame({"session": [example_session], "k": [20]}),
-            pip_requirements=model_requirements(),
-        )
-        mlflow.log_artifacts(str(path), "model")
-    pyfunc_log.setLevel(level)
-    mlflow.log_artifact(str(item_mapping))
+        pyfunc_log.setLevel(logging.ERROR)  # its notes on signature validation
+        saved = save_recommender(recommender, Path(tmp) / ARTIFACT)
+        try:
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=mlflow_model.__file__, artifacts={ARTIFACT: str(saved)},
+                code_paths=[str(Path(seqrec.__file__).parent)], signature=SIGNATURE,
+                input_example=pd.DataFrame({"session": [example_session]}),
+                pip_requirements=model_requirements(), params={k: str(v) for k, v in (params or {}).items()},
+                tags=tags, model_type=model_type or None)
+        finally:
+            pyfunc_log.setLevel(level)
+    return info
+
+
+def log_model_metrics(model_id: str, metrics: dict[str, float], dataset: MetaDataset | None = None) -> None:
+    """Log final metrics on the active run, linked to the LoggedModel ``model_id`` (and the dataset
+    they were measured on); a non-finite value is an error, never silently dropped."""
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
+    if bad:
+        raise ValueError(f"non-finite metric value(s) {bad}: the model or its evaluation is broken")
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=model_id, dataset=dataset)
+
+
+class SplitDataset(MetaDataset):
+    """A processed dataset's split as an MLflow dataset: its source directory, a digest derived from
+    the dataset's digest, the columns of a click, and counts as the profile."""
+
+    def __init__(self, source, name: str, digest: str, profile: dict):
+        schema = Schema([ColSpec("long", "session_id"), ColSpec("long", "item"), ColSpec("double", "time")])
+        super().__init__(source=source, name=name, digest=digest, schema=schema)
+        self._profile = profile
+
+    @property
+    def profile(self) -> dict:
+        return self._profile
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "profile": json.dumps(self._profile)}
+
+
+def split_dataset(data_dir: Path, data_name: str, data_digest: str, split: str, stats: dict) -> SplitDataset:
+    """The MLflow dataset of one split of a processed dataset (see :class:`SplitDataset`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str((Path(data_dir) / "splits" / split).resolve()))
+    digest = hashlib.sha256(f"{data_digest}:{split}".encode()).hexdigest()[:16]
+    counts = stats.get("splits", {}).get(split, {})
+    profile = {k: counts[k] for k in ("sessions", "clicks", "predictions") if k in counts}
+    return SplitDataset(source, f"{data_name}/{split}", digest, {**profile, "data_digest": data_digest})
+
+
+def log_split_inputs(datasets: dict[str, SplitDataset]) -> None:
+    """Log each split as an input of the active run, with its role as the context (``train_tr``...)."""
+    for context, dataset in datasets.items():
+        mlflow.log_input(dataset, context=context)

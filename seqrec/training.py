@@ -1,6 +1,6 @@
 """The one training loop of every neural model.
 
-Protocol (PROTOCOL 3 and 5): train on ``train_tr`` while evaluating ``valid`` after every epoch,
+Protocol (docs/protocol.md, "Evaluation"): train on ``train_tr`` while evaluating ``valid`` after every epoch,
 stop early on ``val_mrr_at_20`` with patience, then retrain from scratch on ``train_full`` for the
 chosen number of epochs (same schedule) and report the test metrics, all in one MLflow run.
 
@@ -39,7 +39,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from seqrec.data.dataset import ProcessedDataset, SessionSplit
-from seqrec.evaluation import EvalResult, evaluate
+from seqrec.evaluation import SELECTION_METRIC, EvalResult, evaluate
 from seqrec.optim import IndexedAdagradM, LazyAdamW
 
 CHECKPOINT_ROOT = Path(os.environ.get("SEQREC_CHECKPOINTS", "checkpoints"))
@@ -71,6 +71,7 @@ class TrainConfig:
     threads: int = 0  # 0 = torch's default
     compile: bool = False  # torch.compile the training step's model (dynamic shapes)
     ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights (decay per step)
+    select_metric: str = SELECTION_METRIC  # the valid metric that picks the epoch (early stopping)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -187,6 +188,8 @@ class Trainer:
 
     def __init__(self, build_model: Callable[[], nn.Module], data: ProcessedDataset, cfg: TrainConfig,
                  checkpointer: Checkpointer, on_epoch: EpochCallback | None = None):
+        if not cfg.select_metric.startswith("val_"):
+            raise ValueError(f"select_metric must be a validation metric (val_...), got {cfg.select_metric!r}")
         self.build_model, self.data, self.cfg = build_model, data, cfg
         self.checkpointer, self.on_epoch = checkpointer, on_epoch
         self.device = resolve_device(cfg.device)
@@ -375,8 +378,8 @@ class Trainer:
                           "epoch_seconds": seconds, **result.prefixed("val")}
             record = self._from_main(record)
             self.history.select.append(record)
-            if record["val_mrr_at_20"] > self.history.best_value:
-                self.history.best_epoch, self.history.best_value = epoch, record["val_mrr_at_20"]
+            if record[self.cfg.select_metric] > self.history.best_value:
+                self.history.best_epoch, self.history.best_value = epoch, record[self.cfg.select_metric]
                 best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
                 since_best = 0
             else:

@@ -1,11 +1,13 @@
+import dataclasses
 import math
 
 import numpy as np
 import pytest
+import torch
 
 from seqrec.data.dataset import ProcessedDataset, SessionSplit
 from seqrec.evaluation import evaluate
-from seqrec.models.baselines import make_baseline
+from seqrec.models.baselines import BASELINES, make_baseline
 from seqrec.models.baselines.sknn import SessionKNN, SKNNConfig
 
 
@@ -21,6 +23,66 @@ def padded(*prefixes, width=5):
     for row, p in enumerate(prefixes):
         out[row, width - len(p):] = p
     return out
+
+
+@pytest.fixture(scope="module")
+def fitted(processed):
+    """Every baseline fitted on the generated data's train_tr split, and some test prefixes to score."""
+    data = ProcessedDataset.load(processed)
+    train, test = data.split("train_tr"), data.split("test")
+    prefixes = [test.items[a:a + n].tolist() for a, n in zip(test.offsets[:30], [1, 2, 3, 5, 8] * 6, strict=True)]
+    models = {name: make_baseline(name).fit(train, data.n_items) for name in BASELINES}
+    return models, padded(*prefixes, width=8)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_state_dict_round_trips_through_npz_without_pickle(name, fitted, tmp_path):
+    model = fitted[0][name]
+    state = model.state_dict()
+    assert all(isinstance(v, np.ndarray) and v.dtype.kind in "biuf" for v in state.values())
+    assert int(state["n_items"]) == model.n_items
+    np.savez(tmp_path / "state.npz", **state)
+    with np.load(tmp_path / "state.npz", allow_pickle=False) as saved:
+        assert sorted(saved.files) == sorted(state)
+        rebuilt = make_baseline(name, **dataclasses.asdict(model.config)).load_state_dict(saved)
+    inputs = np.concatenate([fitted[1], np.zeros((1, fitted[1].shape[1]), dtype=np.int64)])
+    np.testing.assert_array_equal(rebuilt.score_numpy(inputs), model.score_numpy(inputs))
+    assert rebuilt.n_parameters == model.n_parameters
+
+
+def test_state_dict_stores_sparse_matrices_as_csr_parts(fitted):
+    model = fitted[0]["sr"]
+    state = model.state_dict()
+    assert sorted(state) == ["matrix.data", "matrix.indices", "matrix.indptr", "matrix.shape", "n_items"]
+    assert state["matrix.shape"].tolist() == [model.n_items + 1] * 2
+    assert {"session_items.indptr", "item_sessions.data", "session_end"} <= set(fitted[0]["vstan"].state_dict())
+
+
+@pytest.mark.parametrize(("name", "key"), [("pop", "popularity"), ("sr", "matrix.indptr"), ("vstan", "n_items")])
+def test_load_state_dict_names_a_missing_key(name, key, fitted):
+    state = fitted[0][name].state_dict()
+    del state[key]
+    with pytest.raises(ValueError, match=rf"'{name}'.*'{key}'"):
+        make_baseline(name).load_state_dict(state)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_rows_of_only_padding_score_zeros_or_popularity(name, fitted):
+    model, prefixes = fitted[0][name], fitted[1]
+    width = prefixes.shape[1]
+    mixed = np.zeros((2 * len(prefixes) + 1, width), dtype=np.int64)
+    mixed[1::2] = prefixes  # empty rows first, last and between the others
+    for batch in (np.zeros((4, width), dtype=np.int64), np.zeros((1, width), dtype=np.int64), mixed):
+        scores = model.score_numpy(batch)
+        assert scores.shape == (len(batch), model.n_items + 1)
+        empty = scores[(batch == 0).all(1)]
+        if name in ("pop", "spop"):  # popularity, scaled
+            np.testing.assert_allclose(empty / empty.max(1, keepdims=True),
+                                       np.broadcast_to(model.popularity / model.popularity.max(), empty.shape))
+        else:
+            assert not empty.any()
+    np.testing.assert_array_equal(model.score_numpy(mixed)[1::2], model.score_numpy(prefixes))
+    assert model.score(torch.zeros((2, width), dtype=torch.long)).shape == (2, model.n_items + 1)
 
 
 def test_pop_and_spop():

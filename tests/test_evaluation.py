@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from seqrec.data.dataset import SessionSplit
-from seqrec.evaluation import evaluate, plot_by_length, ranks_of_targets
+from seqrec.evaluation import evaluate, ranks_of_targets
+from seqrec.workflow.plots import plot_by_length
 
 
 def split_of(sessions):

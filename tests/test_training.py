@@ -40,7 +40,12 @@ def test_run_logs_protocol_names_and_is_deterministic(processed, tmp_path, monke
     history = mlflow.MlflowClient().get_metric_history(run_id, "val_mrr_at_20")
     assert [m.step for m in history] == [1, 2, 3]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
-    assert {"model", "plots", "item_mapping.json"} <= artifacts
+    assert {"plots", "item_mapping.json"} <= artifacts
+    model_id = run.outputs.model_outputs[0].model_id  # the model is the run's LoggedModel
+    logged = mlflow.MlflowClient().get_logged_model(model_id)
+    assert logged.params["model.hidden"] == "16" and logged.tags["seqrec.model"] == "sasrec"
+    assert {"best_val_mrr_at_20", "test_mrr_at_20"} <= {m.key for m in logged.metrics}
+    assert run.data.metrics["best_val_mrr_at_20"] == max(m.value for m in history)
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
     assert {"plots/loss_curves.png", "plots/metric_curves.png"} <= plots
     requirements = mlflow.artifacts.load_text(f"runs:/{run_id}/model/requirements.txt").split()

@@ -1,9 +1,10 @@
 """The processed dataset: compact sessions per split, the item table, and batch gathering.
 
-A split is stored as four flat arrays (PROTOCOL 2.5): ``items`` (dense ids, 1..n_items, 0 is
-padding), ``offsets`` (session boundaries, length n_sessions + 1), ``times`` (unix seconds) and
-``session_ids`` (raw ids). Padding and truncation to ``max_len`` happen only when a batch is
-gathered, so memory grows with the number of clicks and never with clicks times ``max_len``.
+A split is stored as four flat arrays (docs/protocol.md, "Preprocessing", step 5): ``items``
+(dense ids, 1..n_items, 0 is padding), ``offsets`` (session boundaries, length n_sessions + 1),
+``times`` (unix seconds) and ``session_ids`` (raw ids). Padding and truncation to ``max_len`` happen
+only when a batch is gathered, so memory grows with the number of clicks and never with clicks times
+``max_len``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class SessionSplit:
         return np.repeat(np.arange(self.n_sessions), self.lengths)
 
     def prediction_positions(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(session_start, target)`` global positions of every next-click prediction (PROTOCOL 3).
+        """``(session_start, target)`` global positions of every next-click prediction ("Evaluation").
 
         Each session of length n gives n - 1 predictions: the target is click i (i = 1..n-1) and the
         input is the clicks before it, from the session's first click.

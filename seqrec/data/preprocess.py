@@ -1,4 +1,5 @@
-"""PROTOCOL 2: filter, split by session end time, encode items, write a processed dataset.
+"""The preprocessing of docs/protocol.md ("Preprocessing"): filter, split by session end time,
+encode items, write a processed dataset.
 
 Everything is vectorised over the click arrays (sorts, ``reduceat`` and ``bincount`` group-bys), so
 the full YooChoose file (33 million clicks) fits in a few GB and a minute or so.
@@ -26,7 +27,7 @@ DAY = 86_400.0
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """The parameters of PROTOCOL 2 (names as in PROTOCOL 5)."""
+    """The preprocessing parameters (docs/protocol.md, "Preprocessing"; names as in "Entry points")."""
 
     min_item_support: int = 5
     min_session_length: int = 2
@@ -122,7 +123,7 @@ class _Sessions:
 
 
 def _filter_to_vocabulary(part: _Sessions, vocabulary: np.ndarray, min_length: int) -> _Sessions:
-    """PROTOCOL 2.3: drop clicks on items outside ``vocabulary``, then sessions now too short."""
+    """Preprocessing step 3: drop clicks on items outside ``vocabulary``, then sessions now too short."""
     known = np.zeros(int(max(part.item.max(initial=0), vocabulary.max(initial=0))) + 1, dtype=bool)
     known[vocabulary] = True
     return part.keep_clicks(known[part.item]).drop_short(min_length)
@@ -156,7 +157,8 @@ def file_digest(*paths: str | Path, chunk: int = 1 << 23) -> str:
 
 def preprocess(clicks: Clicks, out_dir: str | Path, cfg: PreprocessConfig, name: str, source: dict,
                buys: Buys | None = None) -> dict:
-    """Run PROTOCOL 2 on ``clicks`` and write the processed dataset to ``out_dir`` atomically.
+    """Preprocess ``clicks`` (docs/protocol.md, "Preprocessing") and write the processed dataset to
+    ``out_dir`` atomically.
 
     ``buys``, when given, is stored beside the splits (``buys.parquet``) for the EDA step.
     Returns the contents of ``stats.json``. Raises ``DataFormatError`` when the split leaves a part

@@ -1,4 +1,5 @@
-"""HTTP recommendation service (PROTOCOL 6): ``POST /recommend``, ``GET /health``, ``GET /metadata``.
+"""HTTP recommendation service (docs/protocol.md, "Recommendation requests"): ``POST /recommend``,
+``GET /health``, ``GET /metadata``.
 
 Run it with ``seqrec-serve --model-uri models:/seqrec@champion`` or
 ``MODEL_URI=models:/seqrec@champion uvicorn seqrec.serving.api:app``. Requests are validated with
@@ -19,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr, model_validator
 
-from seqrec.serving.pyfunc import MAX_K, Recommender
+from seqrec.serving.recommender import MAX_K, Recommender
 
 MAX_SESSIONS = 1_000
 MAX_CLICKS = 10_000
@@ -58,26 +59,21 @@ class State:
 
 
 def describe(model_uri: str, recommender: Recommender) -> dict:
-    """Model name, version, run, metrics and item count, as far as the URI tells them."""
+    """Model URI, registered name and version, run, LoggedModel id, model name, metrics and item count."""
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
     meta: dict = {"model_uri": model_uri, "n_items": recommender.n_items, "max_len": recommender.max_len,
                   "scorer": type(recommender.scorer).__name__}
     client = mlflow.MlflowClient()
-    run_id = None
-    if model_uri.startswith("models:/"):
-        name, _, ref = model_uri[len("models:/"):].partition("@")
-        if ref:
-            version = client.get_model_version_by_alias(name, ref)
-        else:
-            name, _, number = model_uri[len("models:/"):].partition("/")
-            version = client.get_model_version(name, number)
-        meta.update({"name": version.name, "version": version.version})
-        run_id = version.run_id
-    elif model_uri.startswith("runs:/"):
-        run_id = model_uri[len("runs:/"):].split("/")[0]
-    if run_id:
-        run = client.get_run(run_id)
-        meta.update({"run_id": run_id, "model": run.data.tags.get("seqrec.model"),
-                     "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith(("test_", "val_"))}})
+    info = mlflow.models.get_model_info(model_uri)
+    meta.update({"run_id": info.run_id, "model_id": info.model_id})
+    if model_uri.startswith("models:/") and not model_uri.startswith(f"models:/{info.model_id}"):
+        meta["name"], meta["version"] = get_model_name_and_version(client, model_uri)
+    if info.model_id:
+        logged = client.get_logged_model(info.model_id)
+        meta["model"] = logged.tags.get("seqrec.model")
+        meta["metrics"] = {m.key: m.value for m in logged.metrics or []
+                           if m.key.startswith(("test_", "best_val_")) and m.run_id == logged.source_run_id}
     return meta
 
 
@@ -134,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     """``seqrec-serve``: serve a logged or registered model over HTTP with uvicorn."""
     import uvicorn
 
-    p = argparse.ArgumentParser(description="Serve a seqrec model over HTTP (PROTOCOL 6).")
+    p = argparse.ArgumentParser(description="Serve a seqrec model over HTTP (POST /recommend).")
     p.add_argument("--model-uri", default=os.environ.get("MODEL_URI", ""),
                    help="runs:/<run_id>/model or models:/seqrec@champion (default: $MODEL_URI)")
     p.add_argument("--host", default="127.0.0.1")

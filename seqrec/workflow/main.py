@@ -1,22 +1,26 @@
 """The ``main`` workflow: every step as a nested child run of one parent run, finished steps reused.
 
-preprocess -> eda -> the baselines -> GRU4Rec small, medium, large -> SASRec -> BERT4Rec -> register,
-then a comparison table (``comparison.md``) and chart of every model. A step whose run already
-finished for the same inputs and parameters (keyed by a digest of data and parameters) is reused, so
-a second ``main`` after a crash picks up where the first stopped.
+preprocess -> eda -> the baselines -> GRU4Rec small, medium, large -> SASRec -> BERT4Rec -> register
+(the best model of this dataset by ``best_val_mrr_at_20``), then the comparison of every model as an
+MLflow table, markdown and chart, and the champion's metrics on the parent run. A step whose run
+already finished for the same inputs, parameters and code version is reused (a second ``main`` after a
+crash picks up where the first stopped) and linked from the new parent by a pointer run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 import mlflow
 
+import seqrec
 from seqrec import tracking
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.preprocess import PreprocessConfig, file_digest
@@ -25,8 +29,12 @@ from seqrec.workflow.baseline import run_baseline
 from seqrec.workflow.eda import run_eda
 from seqrec.workflow.neural import run_neural
 from seqrec.workflow.preprocess import PreprocessParams, resolve_inputs, run_preprocess
-from seqrec.workflow.register import run_register
+from seqrec.workflow.register import DEFAULT_METRIC, RegisterError, run_register
 
+METRIC_COLUMNS = (DEFAULT_METRIC, "test_recall_at_10", "test_recall_at_20", "test_mrr_at_10", "test_mrr_at_20")
+EXTRA_COLUMNS = ("train_seconds", "n_parameters")
+TAG_REUSED = "seqrec.reused_run_id"
+TAG_CHAMPION = "seqrec.champion_model"
 NEURAL = (("gru4rec", "small"), ("gru4rec", "medium"), ("gru4rec", "large"), ("sasrec", "default"),
           ("bert4rec", "default"))
 
@@ -45,8 +53,25 @@ class MainParams:
     neural_overrides: dict = field(default_factory=dict)
 
 
+@cache
+def code_version() -> str:
+    """The package version, plus the git commit (and a digest of uncommitted changes) when the code
+    is a git checkout: a finished step is reused only by the same code."""
+    version = seqrec.__version__
+    root = Path(seqrec.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        diff = subprocess.run(["git", "diff", "HEAD", "--", "seqrec", "steps"], cwd=root, capture_output=True,
+                              check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return version
+    dirty = f"+{hashlib.sha256(diff).hexdigest()[:8]}" if diff else ""
+    return f"{version}@{commit[:12]}{dirty}"
+
+
 def step_key(name: str, payload: dict) -> str:
-    blob = json.dumps({"step": name, **payload}, sort_keys=True, default=str)
+    blob = json.dumps({"step": name, "code": code_version(), **payload}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -61,12 +86,26 @@ def finished_run(key: str):
     return runs[0] if runs else None
 
 
+def link_reused(run) -> None:
+    """A nested pointer run under the active ``main`` run for a reused step: the reused run's id, its
+    tags and final metrics, so the new parent shows every step side by side."""
+    tags = {k: v for k, v in run.data.tags.items() if k.startswith("seqrec.") and k != tracking.TAG_STEP_KEY}
+    tags.update({tracking.TAG_STEP: f"reused:{run.data.tags.get(tracking.TAG_STEP, '')}",
+                 TAG_REUSED: run.info.run_id})
+    with mlflow.start_run(nested=True, run_name=f"{run.info.run_name} (reused)", tags=tags):
+        final = {k: v for k, v in run.data.metrics.items() if k.startswith(("best_val_", "test_", "train_seconds"))}
+        if final:
+            mlflow.log_metrics(final)
+
+
 def reuse_or_run(name: str, payload: dict, execute: Callable[[], object]) -> tuple[str, bool]:
-    """Run ``execute`` (which starts one nested run) unless a finished run has the same key."""
+    """Run ``execute`` (which starts one nested run) unless a finished run has the same key; a reused
+    run is linked from the active parent by a pointer run."""
     key = step_key(name, payload)
     found = finished_run(key)
     if found is not None:
         print(f"main: reusing {name} (run {found.info.run_id})")
+        link_reused(found)
         return found.info.run_id, True
     with tracking.step_key_scope(key) as scope:
         execute()
@@ -118,22 +157,39 @@ def run_main(params: MainParams) -> dict:
                 results["runs"][f"{model}-{preset}"] = reuse_or_run(
                     f"train_{model}:{preset}", payload,
                     lambda m=model, p=preset: run_neural(m, data_dir, p, overrides, nested=True))[0]
-        decision = run_register(nested=True)
+        try:
+            decision = run_register(data_dir, nested=True)
+        except RegisterError as exc:  # a champion of another dataset stays; the comparison still stands
+            print(f"main: register: {exc}")
+            decision = {"changed": False, "refused": str(exc)}
         results["register"] = decision
         rows = comparison_rows(list(results["runs"].values()))
         results["comparison"] = rows
-        table = comparison_markdown(rows, decision.get("run_id"))
-        print(table)
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "comparison.md").write_text(table)
-            mlflow.log_artifact(str(Path(tmp) / "comparison.md"))
-            if rows:
-                mlflow.log_artifact(str(comparison_chart(rows, Path(tmp) / "comparison.png")))
+        log_comparison(rows, decision)
     return results
 
 
+def log_comparison(rows: list[dict], decision: dict) -> None:
+    """On the ``main`` run: the comparison as a table, markdown and chart, and the champion's metrics."""
+    champion_run = decision.get("run_id")
+    table = comparison_markdown(rows, champion_run)
+    print(table)
+    if rows:
+        mlflow.log_table({k: [r[k] for r in rows] for k in rows[0]}, "comparison.json")
+    champion = next((r for r in rows if r["run_id"] == champion_run), None)
+    if champion is not None:
+        mlflow.set_tags({"seqrec.champion_run_id": champion_run, TAG_CHAMPION: champion["model"]})
+        mlflow.log_metrics({k: champion[k] for k in METRIC_COLUMNS})
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "comparison.md").write_text(table)
+        mlflow.log_artifact(str(Path(tmp) / "comparison.md"))
+        if rows:
+            mlflow.log_artifact(str(comparison_chart(rows, Path(tmp) / "comparison.png")))
+
+
 def comparison_rows(run_ids: list[str]) -> list[dict]:
-    """One row per training run: model, preset, test metrics, train time and parameter count."""
+    """One row per training run: model, preset, the selection metric, test metrics, train time and
+    parameter count; best selection metric first (the order ``register`` uses, never a test metric)."""
     rows = []
     for run_id in run_ids:
         run = mlflow.get_run(run_id)
@@ -141,18 +197,16 @@ def comparison_rows(run_ids: list[str]) -> list[dict]:
         if "test_recall_at_20" not in m or not tags.get(tracking.TAG_STEP, "").startswith("train_"):
             continue
         rows.append({"model": tags.get(tracking.TAG_MODEL, ""), "preset": tags.get(tracking.TAG_PRESET, ""),
-                     "run_id": run_id, **{k: m.get(k, float("nan")) for k in (
-                         "test_recall_at_10", "test_recall_at_20", "test_mrr_at_10", "test_mrr_at_20",
-                         "train_seconds", "n_parameters")}})
-    return sorted(rows, key=lambda r: -r["test_mrr_at_20"])
+                     "run_id": run_id, **{k: m.get(k, float("nan")) for k in (*METRIC_COLUMNS, *EXTRA_COLUMNS)}})
+    return sorted(rows, key=lambda r: -r[DEFAULT_METRIC])
 
 
 def comparison_markdown(rows: list[dict], champion_run: str | None = None) -> str:
-    lines = ["| model | preset | Recall@10 | Recall@20 | MRR@10 | MRR@20 | train s | parameters |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | preset | valid MRR@20 | Recall@10 | Recall@20 | MRR@10 | MRR@20 | train s | parameters |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         star = " (champion)" if r["run_id"] == champion_run else ""
-        lines.append(f"| {r['model']}{star} | {r['preset']} | {r['test_recall_at_10']:.4f} | "
+        lines.append(f"| {r['model']}{star} | {r['preset']} | {r[DEFAULT_METRIC]:.4f} | {r['test_recall_at_10']:.4f} | "
                      f"{r['test_recall_at_20']:.4f} | {r['test_mrr_at_10']:.4f} | {r['test_mrr_at_20']:.4f} | "
                      f"{r['train_seconds']:.1f} | {int(r['n_parameters']):,} |")
     return "\n".join(lines) + "\n"

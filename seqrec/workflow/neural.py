@@ -26,7 +26,7 @@ from seqrec.data.dataset import ProcessedDataset
 from seqrec.models.registry import MODELS, split_overrides
 from seqrec.training import CHECKPOINT_ROOT, Checkpointer, TrainConfig, Trainer, run_key
 from seqrec.workflow.plots import plot_curves
-from seqrec.workflow.report import log_model, log_test_result
+from seqrec.workflow.report import log_final_metrics, log_inputs, log_trained_model
 
 
 def _init_distributed(device: str) -> bool:
@@ -82,6 +82,7 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
         if run_id is None:
             tracking.log_params({"data": str(data_dir), "preset": preset, **params})
             checkpointer.save_json("run.json", {"run_id": run.info.run_id})
+        datasets = log_inputs(data)
         trainer = Trainer(build, data, train_cfg, checkpointer, on_epoch)
         started = time.perf_counter()
         model, history, test = trainer.run(resume=resume)
@@ -89,15 +90,15 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
         train_seconds = sum(r["epoch_seconds"] for r in history.select) + \
             sum(r["refit_epoch_seconds"] for r in history.refit)
         best = history.select[history.best_epoch - 1]
-        tracking.log_metrics_at({"best_epoch": history.best_epoch, "wall_seconds": wall,
-                                 "n_parameters": sum(p.numel() for p in model.parameters()),
-                                 **{f"best_{k}": v for k, v in best.items() if k.startswith("val_")}})
-        log_test_result(test, train_seconds)
         with tempfile.TemporaryDirectory() as tmp:
             for png in plot_curves(history, Path(tmp), f"{model_name} ({preset})"):
                 mlflow.log_artifact(str(png), "plots")
         tracking.log_json(history.to_dict(), "history.json")
-        log_model(model.cpu().eval(), data, model_cfg.max_len)
+        model_id = log_trained_model(model.cpu().eval(), data, model_cfg.max_len, tags,
+                                     params={"preset": preset, **params})
+        log_final_metrics(model_id, datasets, {k: v for k, v in best.items() if k.startswith("val_")}, test,
+                          {"train_seconds": train_seconds, "best_epoch": history.best_epoch, "wall_seconds": wall,
+                           "n_parameters": sum(p.numel() for p in model.parameters())})
     _leave_process_group()
     return run.info.run_id, test.prefixed("test")
 

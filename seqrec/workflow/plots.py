@@ -8,7 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
+from seqrec.evaluation import EvalResult  # noqa: E402
 from seqrec.training import History  # noqa: E402
 
 
@@ -42,3 +44,26 @@ def plot_curves(history: History, out_dir: Path, title: str) -> list[Path]:
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     return paths
+
+
+def plot_by_length(result: EvalResult, path: str | Path, title: str = "Accuracy by prefix length") -> Path:
+    """Bar chart of Recall@20 and MRR@20 per prefix-length bucket, saved as a PNG."""
+    names = list(result.by_length)
+    recall = [result.by_length[b]["recall_at_20"] for b in names]
+    mrr = [result.by_length[b]["mrr_at_20"] for b in names]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(x - 0.2, recall, 0.4, label="Recall@20")
+    ax.bar(x + 0.2, mrr, 0.4, label="MRR@20")
+    ax.set_xticks(x, [f"{b}\n(n={result.by_length[b]['predictions']:,})" for b in names])
+    ax.set_xlabel("prefix length (clicks before the target)")
+    ax.set_ylabel("metric value")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

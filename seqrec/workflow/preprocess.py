@@ -1,4 +1,4 @@
-"""The ``preprocess`` step: read (or generate) clicks, apply PROTOCOL 2, log the run to MLflow."""
+"""The ``preprocess`` step: read (or generate) clicks, preprocess them, log the run to MLflow."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ DEFAULT_DATA_ROOT = Path("data")
 
 @dataclass
 class PreprocessParams:
-    """Parameters of the preprocess entry point (PROTOCOL 5)."""
+    """Parameters of the preprocess entry point."""
 
     clicks: str = ""  # empty: the built-in generated data; several files: comma-separated
     buys: str = ""

@@ -1,8 +1,11 @@
-"""What every classic baseline shares: fit on a compact split, score padded prefixes with numpy."""
+"""What every classic baseline shares: fit on a compact split, score padded prefixes with numpy, and
+save the fitted model as plain numeric arrays (``np.savez`` / ``np.load`` without pickle)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -10,12 +13,21 @@ import torch
 
 from seqrec.data.dataset import SessionSplit
 
+CSR_PARTS = ("data", "indices", "indptr", "shape")
+
 
 class Baseline(ABC):
-    """A non-neural model: ``fit`` on a split, then ``score`` batches like any other model."""
+    """A non-neural model: ``fit`` on a split, then ``score`` batches like any other model.
+
+    Subclasses name their fitted attributes in ``state_arrays`` (numpy arrays) and ``state_matrices``
+    (scipy sparse matrices) so that ``state_dict`` / ``load_state_dict`` save and rebuild every model
+    the same way.
+    """
 
     name: str = ""
     device = torch.device("cpu")
+    state_arrays: ClassVar[tuple[str, ...]] = ()
+    state_matrices: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.n_items = 0
@@ -36,9 +48,48 @@ class Baseline(ABC):
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(self.score_numpy(inputs.cpu().numpy()), dtype=np.float32))
 
+    def _state_keys(self) -> list[str]:
+        """Keys of ``state_dict``: ``n_items``, each array's name, and ``<matrix>.<part>`` for the CSR parts."""
+        return ["n_items", *self.state_arrays, *(f"{m}.{part}" for m in self.state_matrices for part in CSR_PARTS)]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The fitted model as numeric numpy arrays, keyed as ``_state_keys`` says; sparse matrices as CSR."""
+        state = {"n_items": np.asarray(self.n_items, dtype=np.int64)}
+        for name in self.state_arrays:
+            state[name] = np.asarray(getattr(self, name))
+            if state[name].dtype.kind not in "biuf":
+                raise TypeError(f"{type(self).__name__}.{name} is not numeric ({state[name].dtype}), cannot be saved")
+        for name in self.state_matrices:
+            matrix = sp.csr_matrix(getattr(self, name))
+            parts = (matrix.data, matrix.indices, matrix.indptr, np.asarray(matrix.shape, dtype=np.int64))
+            state.update({f"{name}.{part}": value for part, value in zip(CSR_PARTS, parts, strict=True)})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> Baseline:
+        """Restore the fitted attributes from ``state`` (a ``state_dict`` or a loaded ``.npz``); returns ``self``.
+
+        The hyper-parameters come from the constructor, so build the model with the fitted one's config first.
+        """
+        missing = [key for key in self._state_keys() if key not in state]
+        if missing:
+            raise ValueError(f"state of baseline {self.name!r} ({type(self).__name__}) lacks key(s) "
+                             f"{', '.join(map(repr, missing))}")
+        self.n_items = int(state["n_items"])
+        for name in self.state_arrays:
+            setattr(self, name, np.asarray(state[name]))
+        for name in self.state_matrices:
+            data, indices, indptr, shape = (np.asarray(state[f"{name}.{part}"]) for part in CSR_PARTS)
+            setattr(self, name, sp.csr_matrix((data, indices, indptr), shape=(int(shape[0]), int(shape[1]))))
+        return self
+
 
 class LastItemModel(Baseline):
-    """A model that scores by a sparse item-to-item matrix indexed by the prefix's last item."""
+    """A model that scores by a sparse item-to-item matrix indexed by the prefix's last item.
+
+    Row 0 (padding) of the matrix is empty, so a prefix of only padding scores all zeros.
+    """
+
+    state_matrices = ("matrix",)
 
     def __init__(self) -> None:
         super().__init__()

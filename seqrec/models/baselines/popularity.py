@@ -22,6 +22,7 @@ class Pop(Baseline):
     """Always recommends the most clicked training items."""
 
     name = "pop"
+    state_arrays = ("popularity",)
 
     def __init__(self, config: PopConfig = PopConfig()):
         super().__init__()
