@@ -64,9 +64,23 @@ def compute(data: ProcessedDataset, buy_sessions: np.ndarray | None = None) -> t
     """Return ``(summary, aggregates)``: figures for ``summary.json`` and arrays for the plots."""
     full, test = data.split("train_full"), data.split("test")
     alls = _concat(full, test)
-    lengths = alls.lengths
     s: dict = {}
     agg: dict = {}
+    _add_lengths(alls, data, s, agg)
+    _add_popularity(alls, data.n_items, s, agg)
+    cat_of_item = _add_categories(alls, data, agg)
+    _add_time_of_day(alls.times, s, agg)
+    same = _add_timing(alls, s, agg)
+    _add_repeats(alls, data.n_items, same, cat_of_item, s)
+    if buy_sessions is not None:
+        _add_buyers(alls, buy_sessions, s)
+    _add_per_day(alls.times, data, agg)
+    return s, agg
+
+
+def _add_lengths(alls: SessionSplit, data: ProcessedDataset, s: dict, agg: dict) -> None:
+    """Sizes, session-length figures and histogram, and the shares the filtering dropped."""
+    lengths = alls.lengths
     raw = data.stats.get("raw", {})
     s["clicks"], s["sessions"], s["items"] = alls.n_clicks, alls.n_sessions, data.n_items
     s["session_length_mean"] = float(lengths.mean())
@@ -78,7 +92,10 @@ def compute(data: ProcessedDataset, buy_sessions: np.ndarray | None = None) -> t
         s["share_items_under_support"] = raw.get("items_under_support", 0) / raw["items"]
     agg["length_hist"] = np.bincount(np.minimum(lengths, 100))
 
-    counts = np.bincount(alls.items, minlength=data.n_items + 1)[1:]
+
+def _add_popularity(alls: SessionSplit, n_items: int, s: dict, agg: dict) -> None:
+    """How concentrated clicks are on popular items: power-law slope, top shares, Gini, Lorenz curve."""
+    counts = np.bincount(alls.items, minlength=n_items + 1)[1:]
     s["power_law_exponent"] = power_law_exponent(counts)
     desc = np.sort(counts)[::-1]
     total = desc.sum()
@@ -88,19 +105,29 @@ def compute(data: ProcessedDataset, buy_sessions: np.ndarray | None = None) -> t
     agg["rank_freq"] = desc
     agg["lorenz"] = np.concatenate([[0.0], np.cumsum(np.sort(counts)) / total])
 
+
+def _add_categories(alls: SessionSplit, data: ProcessedDataset, agg: dict) -> np.ndarray:
+    """Clicks per category group; returns each item's group (by dense id), reused by ``_add_repeats``."""
     table = data.item_table
     cat_of_item = np.empty(data.n_items + 1, dtype=object)
     cat_of_item[table["item"].to_numpy()] = [category_group(str(c)) for c in table["category"]]
     groups = ["0", "S", *map(str, range(1, 13)), "brand"]
     click_cat = cat_of_item[alls.items]
     agg["category_clicks"] = {g: int((click_cat == g).sum()) for g in groups}
+    return cat_of_item
 
-    seconds = alls.times
+
+def _add_time_of_day(seconds: np.ndarray, s: dict, agg: dict) -> None:
+    """The time range and the clicks per hour of day and per weekday (UTC)."""
     s["first_day"], s["last_day"] = float(seconds.min()), float(seconds.max())
     agg["by_hour"] = np.bincount(((seconds // 3600) % 24).astype(np.int64), minlength=24)
     weekday = ((seconds // DAY).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
     agg["by_weekday"] = np.bincount(weekday, minlength=7)
 
+
+def _add_timing(alls: SessionSplit, s: dict, agg: dict) -> np.ndarray:
+    """Gaps between clicks and session durations; returns the mask of within-session click pairs."""
+    seconds = alls.times
     same = np.ones(alls.n_clicks - 1, dtype=bool)
     same[alls.offsets[1:-1] - 1] = False  # pairs that cross a session boundary
     gaps = np.diff(seconds)[same]
@@ -108,27 +135,37 @@ def compute(data: ProcessedDataset, buy_sessions: np.ndarray | None = None) -> t
     duration = seconds[alls.offsets[1:] - 1] - seconds[alls.offsets[:-1]]
     s["median_session_seconds"] = float(np.median(duration))
     agg["gaps"], agg["durations"] = gaps, duration
+    return same
+
+
+def _add_repeats(alls: SessionSplit, n_items: int, same: np.ndarray, cat_of_item: np.ndarray, s: dict) -> None:
+    """Sequential signals: consecutive and in-session repeats, and next click in the same category."""
     prev, nxt = alls.items[:-1][same], alls.items[1:][same]
     s["share_consecutive_repeats"] = float((prev == nxt).mean()) if len(prev) else 0.0
     session = alls.session_of_click()
-    key = session.astype(np.int64) * (data.n_items + 1) + alls.items
+    key = session.astype(np.int64) * (n_items + 1) + alls.items
     uniq = len(np.unique(key))
     s["share_repeat_clicks"] = float(1 - uniq / alls.n_clicks)
     known = (cat_of_item[prev] != "0") & (cat_of_item[nxt] != "0")  # category 0 means unknown
     if known.any():
         s["share_next_click_same_category"] = float((cat_of_item[prev] == cat_of_item[nxt])[known].mean())
 
-    if buy_sessions is not None:
-        buyers = np.isin(alls.session_ids, buy_sessions)
-        s["share_sessions_with_buy"] = float(buyers.mean())
-        s["clicks_per_buying_session"] = float(lengths[buyers].mean()) if buyers.any() else 0.0
-        s["clicks_per_non_buying_session"] = float(lengths[~buyers].mean()) if (~buyers).any() else 0.0
 
+def _add_buyers(alls: SessionSplit, buy_sessions: np.ndarray, s: dict) -> None:
+    """The share of sessions with a buy and the mean length of buying and non-buying sessions."""
+    lengths = alls.lengths
+    buyers = np.isin(alls.session_ids, buy_sessions)
+    s["share_sessions_with_buy"] = float(buyers.mean())
+    s["clicks_per_buying_session"] = float(lengths[buyers].mean()) if buyers.any() else 0.0
+    s["clicks_per_non_buying_session"] = float(lengths[~buyers].mean()) if (~buyers).any() else 0.0
+
+
+def _add_per_day(seconds: np.ndarray, data: ProcessedDataset, agg: dict) -> None:
+    """Clicks per day since the first click, with the split boundaries to draw over them."""
     day0 = np.floor(seconds.min() / DAY)
     agg["clicks_per_day"] = np.bincount((np.floor(seconds / DAY) - day0).astype(np.int64))
     agg["day0"] = day0
     agg["boundaries"] = data.stats.get("boundaries", {})
-    return s, agg
 
 
 def _save(fig, path: Path) -> Path:
@@ -141,23 +178,35 @@ def _save(fig, path: Path) -> Path:
 def plot(summary: dict, agg: dict, out: Path) -> list[Path]:
     """Write the EDA plots under ``out`` and return their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    steps = (_plot_session_lengths, _plot_item_popularity, _plot_lorenz_curve, _plot_categories,
+             _plot_clicks_by_time, _plot_timing, _plot_split)
+    return [step(summary, agg, out) for step in steps]
+
+
+def _plot_session_lengths(summary: dict, agg: dict, out: Path) -> Path:
+    """Histogram of clicks per session (log scale), titled with mean, median and p95."""
     fig, ax = plt.subplots(figsize=(7, 4))
     hist = agg["length_hist"]
     ax.bar(np.arange(len(hist)), hist, width=1.0)
     ax.set(yscale="log", xlabel="clicks per session (100 = 100 or more)", ylabel="sessions (log scale)",
            title=f"Session lengths (mean {summary['session_length_mean']:.2f}, "
                  f"median {summary['session_length_median']:.0f}, p95 {summary['session_length_p95']:.0f})")
-    paths.append(_save(fig, out / "session_lengths.png"))
+    return _save(fig, out / "session_lengths.png")
 
+
+def _plot_item_popularity(summary: dict, agg: dict, out: Path) -> Path:
+    """Rank-frequency plot of item clicks on log-log axes (about 300 log-spaced ranks)."""
     fig, ax = plt.subplots(figsize=(7, 4))
     freq = agg["rank_freq"]
     ranks = np.unique(np.geomspace(1, len(freq), 300).astype(np.int64))
     ax.loglog(ranks, np.maximum(freq[ranks - 1], 0.5), marker=".", linestyle="")
     ax.set(xlabel="item popularity rank (log scale)", ylabel="clicks (log scale)",
            title=f"Item popularity: rank-frequency (slope {summary['power_law_exponent']:.2f})")
-    paths.append(_save(fig, out / "item_popularity.png"))
+    return _save(fig, out / "item_popularity.png")
 
+
+def _plot_lorenz_curve(summary: dict, agg: dict, out: Path) -> Path:
+    """Lorenz curve of clicks over items against the line of equal popularity."""
     fig, ax = plt.subplots(figsize=(5, 5))
     lorenz = agg["lorenz"]
     idx = np.unique(np.linspace(0, len(lorenz) - 1, 300).astype(np.int64))
@@ -166,22 +215,31 @@ def plot(summary: dict, agg: dict, out: Path) -> list[Path]:
     ax.set(xlabel="share of items (least clicked first)", ylabel="share of clicks",
            title=f"Lorenz curve (Gini {summary['gini']:.3f})")
     ax.legend()
-    paths.append(_save(fig, out / "lorenz_curve.png"))
+    return _save(fig, out / "lorenz_curve.png")
 
+
+def _plot_categories(summary: dict, agg: dict, out: Path) -> Path:
+    """Clicks per category group (log scale)."""
     fig, ax = plt.subplots(figsize=(7, 4))
     cats = agg["category_clicks"]
     ax.bar(list(cats), list(cats.values()))
     ax.set(yscale="log", xlabel="category code (brands grouped)", ylabel="clicks (log scale)",
            title="Clicks by item category")
-    paths.append(_save(fig, out / "categories.png"))
+    return _save(fig, out / "categories.png")
 
+
+def _plot_clicks_by_time(summary: dict, agg: dict, out: Path) -> Path:
+    """Clicks by hour of day and by weekday, side by side."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.bar(np.arange(24), agg["by_hour"])
     a1.set(xlabel="hour of day (UTC)", ylabel="clicks", title="Clicks by hour of day")
     a2.bar(WEEKDAYS, agg["by_weekday"])
     a2.set(xlabel="weekday", ylabel="clicks", title="Clicks by weekday")
-    paths.append(_save(fig, out / "clicks_by_time.png"))
+    return _save(fig, out / "clicks_by_time.png")
 
+
+def _plot_timing(summary: dict, agg: dict, out: Path) -> Path:
+    """Histograms of the time between clicks and of session durations (log-log, shared bins)."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     bins = np.geomspace(1, 1e5, 60)
     a1.hist(np.clip(agg["gaps"], 1, 1e5), bins=bins)
@@ -190,8 +248,11 @@ def plot(summary: dict, agg: dict, out: Path) -> list[Path]:
     a2.hist(np.clip(agg["durations"], 1, 1e5), bins=bins)
     a2.set(xscale="log", yscale="log", xlabel="session duration in seconds (log scale)", ylabel="sessions (log)",
            title=f"Session duration (median {summary['median_session_seconds']:.0f} s)")
-    paths.append(_save(fig, out / "timing.png"))
+    return _save(fig, out / "timing.png")
 
+
+def _plot_split(summary: dict, agg: dict, out: Path) -> Path:
+    """Clicks per day with the valid and test boundaries marked, to check the time split by eye."""
     fig, ax = plt.subplots(figsize=(9, 4))
     per_day = agg["clicks_per_day"]
     ax.bar(np.arange(len(per_day)), per_day, width=1.0)
@@ -201,8 +262,7 @@ def plot(summary: dict, agg: dict, out: Path) -> list[Path]:
     ax.set(xlabel="day since the first click", ylabel="clicks",
            title="Clicks per day with the train_tr / valid / test boundaries")
     ax.legend()
-    paths.append(_save(fig, out / "split.png"))
-    return paths
+    return _save(fig, out / "split.png")
 
 
 def write_report(summary: dict, plots: list[Path], path: Path, title: str) -> Path:

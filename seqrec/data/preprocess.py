@@ -167,6 +167,27 @@ def preprocess(clicks: Clicks, out_dir: str | Path, cfg: PreprocessConfig, name:
     if cfg.fraction < 1:
         raise ValueError(f"fraction must be >= 1 (1 = all data), got {cfg.fraction}")
     label = source.get("path", name)
+    data, raw_items, raw = _filter_clicks(clicks, cfg, label)
+    test_start = float(data.time.max()) - cfg.test_days * DAY
+    train, test = data.split_by_end(cfg.test_days)
+    del data  # free the filtered clicks before the training part is split further
+    train = _keep_recent(train, cfg.fraction)
+    if train.n_clicks == 0:
+        raise DataFormatError(f"{label}: the split leaves no training sessions (test_days={cfg.test_days})")
+    vocabulary = np.unique(train.item)
+    category = _item_categories(train, vocabulary, clicks.categories)
+    valid_start = float(train.time.max()) - cfg.val_days * DAY
+    parts = _split_valid(train, test, vocabulary, cfg, label)
+    del train, test  # ``parts`` now holds the only references, released one by one by ``_encode``
+    splits, clicks_per_item = _encode(parts, vocabulary)
+    boundaries = {"valid_start": valid_start, "test_start": test_start}
+    stats = _stats(name, cfg, source, raw, splits, len(vocabulary), boundaries, buys)
+    _write_atomically(Path(out_dir), stats, splits, raw_items[vocabulary], category, clicks_per_item, buys)
+    return stats
+
+
+def _filter_clicks(clicks: Clicks, cfg: PreprocessConfig, label: str) -> tuple[_Sessions, np.ndarray, dict]:
+    """Protocol step 1: drop short sessions and rare items; also returns raw item ids and pre-filter figures."""
     raw = {"clicks": len(clicks), "skipped_lines": clicks.skipped_lines,
            "time_min": float(clicks.time.min()), "time_max": float(clicks.time.max())}
     data, raw_items = _Sessions.build(clicks)
@@ -180,49 +201,64 @@ def preprocess(clicks: Clicks, out_dir: str | Path, cfg: PreprocessConfig, name:
     if data.n_clicks == 0:
         raise DataFormatError(f"{label}: no sessions left after filtering (min_item_support="
                               f"{cfg.min_item_support}, min_session_length={cfg.min_session_length})")
+    return data, raw_items, raw
 
-    test_start = float(data.time.max()) - cfg.test_days * DAY
-    train, test = data.split_by_end(cfg.test_days)
-    del data
-    if cfg.fraction > 1:
+
+def _keep_recent(train: _Sessions, fraction: int) -> _Sessions:
+    """Protocol step 4: keep the most recent 1/``fraction`` of training sessions by start time (1 = all)."""
+    if fraction > 1:
         starts = train.start_times()
-        n_keep = max(1, len(starts) // cfg.fraction)
+        n_keep = max(1, len(starts) // fraction)
         recent = np.zeros(len(starts), dtype=bool)
         recent[np.argsort(starts, kind="stable")[-n_keep:]] = True
         train = train.keep_sessions(recent)
-    if train.n_clicks == 0:
-        raise DataFormatError(f"{label}: the split leaves no training sessions (test_days={cfg.test_days})")
-    vocabulary = np.unique(train.item)
+    return train
+
+
+def _item_categories(train: _Sessions, vocabulary: np.ndarray, categories: list[str] | None) -> np.ndarray:
+    """Each vocabulary item's most clicked category in training ("0" when the input has no categories)."""
     if train.category is not None:
-        categories = np.array(clicks.categories, dtype=object)
-        category = categories[_most_frequent_category(train.item, train.category, vocabulary)]
-    else:
-        category = np.full(len(vocabulary), "0", dtype=object)
-    valid_start = float(train.time.max()) - cfg.val_days * DAY
+        names = np.array(categories, dtype=object)
+        return names[_most_frequent_category(train.item, train.category, vocabulary)]
+    return np.full(len(vocabulary), "0", dtype=object)
+
+
+def _split_valid(train: _Sessions, test: _Sessions, vocabulary: np.ndarray, cfg: PreprocessConfig,
+                 label: str) -> dict[str, _Sessions]:
+    """Protocol steps 2-3 for valid, step 3 for test; fails early if any of the four parts is empty."""
     test = _filter_to_vocabulary(test, vocabulary, cfg.min_session_length)
     train_tr, valid = train.split_by_end(cfg.val_days)
     valid = _filter_to_vocabulary(valid, np.unique(train_tr.item), cfg.min_session_length)
     parts = {"train_full": train, "train_tr": train_tr, "valid": valid, "test": test}
-    del train, train_tr, valid, test
     for part_name, part in parts.items():
         if part.n_clicks == 0:
             raise DataFormatError(
                 f"{label}: the split leaves no {part_name} sessions (test_days={cfg.test_days}, "
                 f"val_days={cfg.val_days}, fraction={cfg.fraction}); expected data spanning more days"
             )
+    return parts
+
+
+def _encode(parts: dict[str, _Sessions], vocabulary: np.ndarray) -> tuple[dict[str, SessionSplit], np.ndarray]:
+    """Protocol step 5: dense-encode each part (popping it to free memory) and count train clicks per item."""
     splits = {part_name: parts.pop(part_name).to_split(vocabulary) for part_name in SPLITS}
     clicks_per_item = np.bincount(splits["train_full"].items, minlength=len(vocabulary) + 1)[1:]
+    return splits, clicks_per_item
 
+
+def _stats(name: str, cfg: PreprocessConfig, source: dict, raw: dict, splits: dict[str, SessionSplit],
+           n_items: int, boundaries: dict[str, float], buys: Buys | None) -> dict:
+    """The contents of ``stats.json`` (protocol step 6): sizes, raw figures, boundaries, params, digest."""
     stats = {
         "name": name,
-        "n_items": int(len(vocabulary)),
+        "n_items": int(n_items),
         "splits": {
             s: {"clicks": splits[s].n_clicks, "sessions": splits[s].n_sessions,
                 "predictions": splits[s].n_predictions, "items": int(len(np.unique(splits[s].items)))}
             for s in SPLITS
         },
         "raw": raw,
-        "boundaries": {"valid_start": valid_start, "test_start": test_start},
+        "boundaries": boundaries,
         "params": asdict(cfg),
         "source": source,
     }
@@ -232,7 +268,6 @@ def preprocess(clicks: Clicks, out_dir: str | Path, cfg: PreprocessConfig, name:
     if buys is not None:
         stats["buys"] = {"rows": int(len(buys.session)), "sessions": int(len(np.unique(buys.session))),
                          "skipped_lines": buys.skipped_lines}
-    _write_atomically(Path(out_dir), stats, splits, raw_items[vocabulary], category, clicks_per_item, buys)
     return stats
 
 

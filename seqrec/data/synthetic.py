@@ -162,6 +162,29 @@ def _write_csv(table: pa.Table, sink) -> None:
     pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
 
 
+def _fit_to_room(lengths: np.ndarray, room: int) -> np.ndarray:
+    """Cut the session lengths of the last chunk so that they sum to exactly ``room`` clicks."""
+    cum = np.cumsum(lengths)
+    if cum[-1] > room:
+        keep = int(np.searchsorted(cum, room))
+        lengths = lengths[: keep + 1].copy()
+        lengths[-1] -= int(cum[keep] - room)
+        lengths = lengths[lengths > 0]
+    return lengths
+
+
+def _click_times(starts: np.ndarray, lengths: np.ndarray, n_clicks: int, rng: np.random.Generator) -> np.ndarray:
+    """Click timestamps: each session's start plus lognormal gaps (capped at an hour), rounded to the millisecond."""
+    gaps = np.minimum(rng.lognormal(4.0, 1.1, size=n_clicks), 3600.0)
+    first = np.zeros(n_clicks, dtype=bool)
+    first[np.concatenate([[0], np.cumsum(lengths)[:-1]])] = True
+    gaps[first] = 0.0
+    session_start = np.repeat(starts, lengths)
+    cum_gaps = np.cumsum(gaps)
+    base = np.repeat(cum_gaps[first], lengths)
+    return np.round(session_start + cum_gaps - base, 3)
+
+
 def generate(out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> tuple[Path, Path]:
     """Write ``clicks.dat`` and ``buys.dat`` (raw YooChoose format) into ``out_dir``; return their paths."""
     out_dir = Path(out_dir)
@@ -177,28 +200,14 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> t
     with pa.OSFile(str(tmp_clicks), "wb") as fc, pa.OSFile(str(tmp_buys), "wb") as fb:
         while written < cfg.n_clicks:
             size = cfg.chunk_sessions if chunk < n_chunks else max(1_000, cfg.chunk_sessions // 10)
-            lengths = _session_lengths(size, rng)
-            room = cfg.n_clicks - written
-            cum = np.cumsum(lengths)
-            if cum[-1] > room:  # last chunk: cut to exactly n_clicks clicks
-                keep = int(np.searchsorted(cum, room))
-                lengths = lengths[: keep + 1].copy()
-                lengths[-1] -= int(cum[keep] - room)
-                lengths = lengths[lengths > 0]
+            lengths = _fit_to_room(_session_lengths(size, rng), cfg.n_clicks - written)
             frac_lo, frac_hi = min(chunk / n_chunks, 1.0), min((chunk + 1) / n_chunks, 1.0)
             if frac_lo >= 1.0:  # overflow chunks (rare): squeeze into the last minutes
                 frac_lo, frac_hi = 1.0 - 1e-6, 1.0
             starts = _start_times(len(lengths), _START + span * frac_lo, _START + span * frac_hi, rng)
             items = _walk(cat, lengths, cfg, rng)
             sid = np.repeat(np.arange(next_session, next_session + len(lengths)), lengths)
-            gaps = np.minimum(rng.lognormal(4.0, 1.1, size=len(items)), 3600.0)
-            first = np.zeros(len(items), dtype=bool)
-            first[np.concatenate([[0], np.cumsum(lengths)[:-1]])] = True
-            gaps[first] = 0.0
-            session_start = np.repeat(starts, lengths)
-            cum_gaps = np.cumsum(gaps)
-            base = np.repeat(cum_gaps[first], lengths)
-            times = np.round(session_start + cum_gaps - base, 3)
+            times = _click_times(starts, lengths, len(items), rng)
             category = cat.category[items]
             offer = rng.random(len(items)) < 0.03
             category = np.where(offer, "S", category)

@@ -11,7 +11,6 @@ input) takes precedence for that row.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import mlflow.pyfunc
@@ -53,12 +52,10 @@ def parse_sessions(model_input: Any, k: int = DEFAULT_K) -> tuple[list[list], li
     raise RequestError(f"unsupported input type {type(model_input).__name__}")
 
 
-# MLflow suggests type hints on ``predict`` each time it wraps the model; SIGNATURE describes the input
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
-
-
 class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
     """pyfunc flavour of a :class:`Recommender`; answers with columns ``items`` and ``scores``."""
+
+    _skip_type_hint_validation = True  # SIGNATURE describes the input; no type-hint validation (or warning)
 
     def __init__(self, recommender: Recommender | None = None):
         self.recommender = recommender

@@ -92,10 +92,15 @@ def link_reused(run) -> None:
     tags = {k: v for k, v in run.data.tags.items() if k.startswith("seqrec.") and k != tracking.TAG_STEP_KEY}
     tags.update({tracking.TAG_STEP: f"reused:{run.data.tags.get(tracking.TAG_STEP, '')}",
                  TAG_REUSED: run.info.run_id})
-    with mlflow.start_run(nested=True, run_name=f"{run.info.run_name} (reused)", tags=tags):
+    with mlflow.start_run(nested=True, run_name=f"{run.info.run_name} (reused)", tags=tags) as pointer:
         final = {k: v for k, v in run.data.metrics.items() if k.startswith(("best_val_", "test_", "train_seconds"))}
         if final:
             mlflow.log_metrics(final)
+        client = mlflow.MlflowClient()  # the same datasets and model, so the pointer's columns are not empty
+        if run.inputs and run.inputs.dataset_inputs:
+            client.log_inputs(pointer.info.run_id, datasets=run.inputs.dataset_inputs)
+        if run.outputs and run.outputs.model_outputs:
+            client.log_outputs(pointer.info.run_id, models=run.outputs.model_outputs)
 
 
 def reuse_or_run(name: str, payload: dict, execute: Callable[[], object]) -> tuple[str, bool]:

@@ -47,9 +47,10 @@ def log_trained_model(scorer, data: ProcessedDataset, max_len: int, tags: dict[s
 
 def log_final_metrics(model_id: str, datasets: dict[str, tracking.SplitDataset], best_val: dict[str, float],
                       test: EvalResult, extra: dict[str, float]) -> None:
-    """``best_val_*`` (validation at the selected epoch, linked to the valid split), ``test_*``
+    """``best_val_*`` (validation Recall/MRR/NDCG at the selected epoch, linked to the valid split), ``test_*``
     (linked to the test split) and ``extra`` (times, sizes), all linked to the LoggedModel."""
-    tracking.log_model_metrics(model_id, {f"best_{k}": v for k, v in best_val.items()}, datasets.get("valid"))
+    ranking = {f"best_{k}": v for k, v in best_val.items() if k.startswith(("val_recall", "val_mrr", "val_ndcg"))}
+    tracking.log_model_metrics(model_id, ranking, datasets.get("valid"))
     tracking.log_model_metrics(model_id, test.prefixed("test"), datasets.get("test"))
     tracking.log_model_metrics(model_id, extra)
     log_test_plots(test)
