@@ -48,16 +48,19 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def timed_training(model, opt, batches, device, seconds: float, warmup_steps: int = 20) -> dict:
+def timed_training(model, opt, batches, device, seconds: float, warmup_steps: int = 20, forward=None) -> dict:
     """Train ``model`` over ``batches`` (bf16 autocast on CUDA) for at most about ``seconds``.
 
-    The first ``warmup_steps`` steps (kernel warm-up, compilation; at most a quarter of the epoch) are
-    not timed. Returns the measured
-    training clicks/s, the steps run and whether the whole epoch ran (else the rate is from a part).
+    ``forward`` computes the loss instead of ``model.loss`` (e.g. a compiled ``model``). The first
+    ``warmup_steps`` steps (kernel warm-up, compilation; at most a quarter of the epoch) are not timed.
+    Returns the measured training clicks/s, the steps run and whether the whole epoch ran (else the
+    rate is from a part).
     """
     import time
 
     import torch
+
+    from seqrec.trainer import batch_loss
 
     def sync() -> None:
         if device.type == "cuda":
@@ -67,14 +70,14 @@ def timed_training(model, opt, batches, device, seconds: float, warmup_steps: in
     warmup_steps = min(warmup_steps, len(batches) // 4)
     steps = clicks = 0
     started = None
-    loss = torch.tensor(float("nan"))
+    loss, state = torch.tensor(float("nan")), None
     for batch in batches:
         if steps == warmup_steps:
             sync()
             started, clicks = time.perf_counter(), 0
-        batch = tuple(t.to(device, non_blocking=True) if torch.is_tensor(t) else t for t in batch)
+        batch = batch.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = model(batch)
+            loss, state = batch_loss(model, batch, state, forward)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

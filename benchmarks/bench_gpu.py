@@ -20,21 +20,25 @@ from _common import generated_clicks, processed, timed_training
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.synthetic import YOOCHOOSE_CLICKS
 from seqrec.evaluation import evaluate
-from seqrec.models.registry import MODELS, split_overrides
-from seqrec.training import _make_optimizer
+from seqrec.models.registry import build_model
+from seqrec.optim import make_optimizer
+from seqrec.trainer import make_loader, split_overrides
 
 
 def epoch(name: str, preset: str, overrides: dict, data: ProcessedDataset, device: torch.device, seconds: float,
           compile_model: bool = False) -> None:
-    model_cfg, train_cfg = split_overrides(name, preset, overrides)
+    model_cfg, train_cfg, _ = split_overrides(name, preset, overrides)
     torch.manual_seed(0)
-    model = MODELS[name].model_type(data.n_items, model_cfg, torch.as_tensor(data.popularity).float()).to(device)
-    opt = _make_optimizer(model, train_cfg)
+    popularity = torch.as_tensor(data.popularity).float()
+    model = build_model(name, data.n_items, model_cfg, popularity).to(device)
+    opt = make_optimizer(model, train_cfg)
     split = data.split("train_full")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     engine = torch.compile(model, dynamic=True) if compile_model else model
-    run = timed_training(engine, opt, model.batches(split, train_cfg.batch_size, 0, 1), device, seconds)
+    batches = make_loader(model.loader_spec(), split, train_cfg.batch_size, seed=0, epoch=1, train=True,
+                          popularity=popularity, device=device)
+    run = timed_training(model, opt, batches, device, seconds, forward=engine)
     rate = run["clicks_per_s"]
     how = ("measured over the epoch" if run["whole"]
            else f"projected from {run['steps']:,} of {run['total_steps']:,} steps")

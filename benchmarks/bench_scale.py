@@ -24,21 +24,22 @@ def one_size(n_clicks: int, n_items: int, seconds: float, eval_sessions: int) ->
 
     from seqrec.data.dataset import ProcessedDataset
     from seqrec.evaluation import evaluate
-    from seqrec.models.registry import MODELS, split_overrides
-    from seqrec.training import _make_optimizer
+    from seqrec.models.registry import build_model
+    from seqrec.optim import make_optimizer
+    from seqrec.trainer import make_loader, split_overrides
 
     started = time.perf_counter()
     path = processed(generated_clicks(n_clicks, n_items=n_items), f"synthetic-{n_clicks}-i{n_items}",
                      min_item_support=1)
     data = ProcessedDataset.load(path)
     prepared = time.perf_counter() - started
-    model_cfg, train_cfg = split_overrides("sasrec", "default", {"loss": "sampled", "hidden": 64,
+    model_cfg, train_cfg, _ = split_overrides("sasrec", "default", {"loss": "sampled", "hidden": 64,
                                                                    "n_negatives": 2048, "batch_size": 256})
     torch.manual_seed(0)
-    model = MODELS["sasrec"].model_type(data.n_items, model_cfg, torch.as_tensor(data.popularity).float())
+    model = build_model("sasrec", data.n_items, model_cfg, torch.as_tensor(data.popularity).float())
     split = data.split("train_full")
-    run = timed_training(model, _make_optimizer(model, train_cfg), model.batches(split, train_cfg.batch_size, 0, 1),
-                         torch.device("cpu"), seconds)
+    batches = make_loader(model.loader_spec(), split, train_cfg.batch_size, seed=0, epoch=1, train=True)
+    run = timed_training(model, make_optimizer(model, train_cfg), batches, torch.device("cpu"), seconds)
     rate = run["clicks_per_s"]
     how = "whole epoch" if run["whole"] else f"{run['steps']:,} of {run['total_steps']:,} steps"
     test = first_sessions(data.split("test"), eval_sessions)

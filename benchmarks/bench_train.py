@@ -19,23 +19,27 @@ from _common import generated_clicks, processed, sample_processed
 
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.evaluation import evaluate
-from seqrec.models.registry import MODELS, split_overrides
-from seqrec.training import TrainConfig, _make_optimizer, _make_scheduler
+from seqrec.models.registry import build_model
+from seqrec.optim import make_optimizer, make_scheduler
+from seqrec.trainer import TrainConfig, batch_loss, make_loader, split_overrides
 
 
 def train_epoch(model_name: str, preset: str, overrides: dict, data: ProcessedDataset) -> tuple[float, int, int]:
     """Seconds for one epoch on train_full, with the number of sequences (windows) and of target clicks."""
-    model_cfg, train_cfg = split_overrides(model_name, preset, overrides)
+    model_cfg, train_cfg, _ = split_overrides(model_name, preset, overrides)
     torch.manual_seed(0)
-    model = MODELS[model_name].model_type(data.n_items, model_cfg, torch.as_tensor(data.popularity).float())
+    popularity = torch.as_tensor(data.popularity).float()
+    model = build_model(model_name, data.n_items, model_cfg, popularity)
     split = data.split("train_full")
-    batches = model.batches(split, train_cfg.batch_size, 0, 1)
-    opt = _make_optimizer(model, train_cfg)
-    sched = _make_scheduler(opt, TrainConfig(**{**train_cfg.__dict__, "epochs": 1}), len(batches))
+    batches = make_loader(model.loader_spec(), split, train_cfg.batch_size, seed=0, epoch=1, train=True,
+                          popularity=popularity)
+    opt = make_optimizer(model, train_cfg)
+    sched = make_scheduler(opt, TrainConfig(**{**train_cfg.__dict__, "epochs": 1}), len(batches))
     model.train()
     started = time.perf_counter()
+    state = None
     for batch in batches:
-        loss = model.loss(batch)
+        loss, state = batch_loss(model, batch, state)
         opt.zero_grad()
         loss.backward()
         if train_cfg.clip > 0:

@@ -50,18 +50,19 @@ def run_point(args: tuple) -> dict:
     import torch
 
     from seqrec.data.dataset import ProcessedDataset
-    from seqrec.models.registry import MODELS, split_overrides
-    from seqrec.training import Checkpointer, Trainer
+    from seqrec.models.registry import build_model
+    from seqrec.trainer import Checkpointer, Trainer, split_overrides
 
     torch.set_num_threads(threads)
     data = ProcessedDataset.load(data_dir)
-    model_cfg, train_cfg = split_overrides(model_name, preset, overrides)
-    train_cfg = replace(train_cfg, refit=refit, progress=False, device=device)
+    model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides)
+    train_cfg = replace(train_cfg, refit=refit)
+    runtime = replace(runtime, progress=False, device=device)
     popularity = torch.as_tensor(data.popularity).float()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(lambda: MODELS[model_name].model_type(data.n_items, model_cfg, popularity), data,
-                          train_cfg, Checkpointer(Path(tmp)))
+        trainer = Trainer(lambda: build_model(model_name, data.n_items, model_cfg, popularity), data,
+                          train_cfg, Checkpointer(Path(tmp)), runtime=runtime)
         _, history, test = trainer.run()
     best = history.select[history.best_epoch - 1]
     row = {**overrides, "best_epoch": history.best_epoch, "epochs_run": len(history.select),

@@ -5,9 +5,10 @@ Every session of n clicks gives n - 1 predictions (input: the clicks before clic
 last ``max_len``; target: click i). A model scores a batch of left-padded prefixes against every
 item (``[B, n_items + 1]``, column 0 = padding, never ranked). The rank of the target is the number
 of items scoring greater than OR EQUAL to it (ties count against the model). Scoring happens in
-batches on the model's device. Models that expose ``session_states`` and ``score_items`` (the neural
-ones) are ranked against the catalogue in item chunks, so memory stays bounded by ``SCORE_BUDGET``
-scores however many items there are; other models score whole rows and the batch shrinks instead.
+batches on the model's device. Sequence models (``seqrec.models.base.SequenceModel``: session states,
+then item scores) are ranked against the catalogue in item chunks, so memory stays bounded by
+``SCORE_BUDGET`` scores however many items there are; other models score whole rows and the batch
+shrinks instead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from seqrec.data.dataset import SessionSplit, gather_windows
 from seqrec.devices import device_of
+from seqrec.models.base import SequenceModel
 
 KS = (10, 20)
 # the one metric that selects epochs, settings and the registered champion (as val_/best_val_ names)
@@ -30,22 +32,14 @@ SCORE_BUDGET = 1 << 25  # floats per scored batch: bounds memory for huge catalo
 
 
 class Scorer(Protocol):
-    """What the evaluator needs from a model: scores of every item for a batch of prefixes."""
+    """What the evaluator needs from any model: scores of every item for a batch of prefixes.
+
+    A ``SequenceModel`` (``seqrec.models.base``) is ranked through its session states and item scores
+    instead, in item chunks.
+    """
 
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         """``inputs``: LongTensor ``[B, L]`` left-padded with 0 -> scores ``[B, n_items + 1]``."""
-        ...
-
-
-class ChunkedScorer(Scorer, Protocol):
-    """A scorer whose scores are a function of one state per prefix: ranked in item chunks."""
-
-    def session_states(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``[B, L]`` prefixes -> ``[B, d]`` states."""
-        ...
-
-    def score_items(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``[B, d]`` states and item ids ``[C]`` -> scores ``[B, C]``."""
         ...
 
 
@@ -113,14 +107,10 @@ def _rank_rows(scores: torch.Tensor, targets: torch.Tensor, top_k: int) -> _Rank
     return ranking
 
 
-def _chunked(model: Scorer) -> bool:
-    return hasattr(model, "session_states") and hasattr(model, "score_items")
-
-
 def _rank_batch(model: Scorer, inputs: torch.Tensor, targets: torch.Tensor, n_items: int,
                 top_k: int) -> _Ranking:
-    """Rank one batch of prefixes: in item chunks for a ``ChunkedScorer``, in one block otherwise."""
-    if _chunked(model):
+    """Rank one batch of prefixes: in item chunks for a ``SequenceModel``, in one block otherwise."""
+    if isinstance(model, SequenceModel):
         states = model.session_states(inputs)
         ranking = _Ranking(targets, model.score_items(states, targets).diagonal(), n_items, top_k)
         chunk = max(1, SCORE_BUDGET // len(inputs))
@@ -133,14 +123,24 @@ def _rank_batch(model: Scorer, inputs: torch.Tensor, targets: torch.Tensor, n_it
 
 
 def _batch_size_for(model: Scorer, n_items: int, requested: int) -> int:
-    if _chunked(model):
+    if isinstance(model, SequenceModel):
         return requested  # items are chunked instead
     return max(1, min(requested, SCORE_BUDGET // (n_items + 1)))
 
 
+@dataclass
+class _Ranked:
+    """The outcome of ranking every prediction of a split."""
+
+    ranks: np.ndarray  # [n] conservative rank of each target, 1 = best
+    tied: np.ndarray  # [n] whether another item scored exactly like the target
+    prefix_len: np.ndarray  # [n] clicks before each target (before truncation to max_len)
+    recommended: np.ndarray  # [n_items + 1] how often each item is in a top-20
+
+
 @torch.no_grad()
 def evaluate(
-    model: Scorer,
+    model: Scorer | SequenceModel,
     split: SessionSplit,
     n_items: int,
     max_len: int = 50,
@@ -153,6 +153,19 @@ def evaluate(
     was_training = isinstance(model, torch.nn.Module) and model.training
     if isinstance(model, torch.nn.Module):
         model.eval()
+    ranked = _rank_split(model, split, n_items, max_len, batch_size, progress, desc)
+    if was_training:
+        model.train()
+    metrics = _metrics(ranked.ranks)
+    metrics.update(_coverage_and_popularity(ranked.recommended, n_items, popularity))
+    metrics["tied_predictions"] = float(ranked.tied.sum())
+    metrics["predictions"] = float(len(ranked.ranks))
+    return EvalResult(metrics, _by_length(ranked.ranks, ranked.prefix_len))
+
+
+def _rank_split(model: Scorer | SequenceModel, split: SessionSplit, n_items: int, max_len: int, batch_size: int,
+                progress: bool, desc: str) -> _Ranked:
+    """Rank the target of every prediction of ``split``, batch by batch on the model's device."""
     device = device_of(model)
     items = np.asarray(split.items, dtype=np.int64)
     starts, targets = split.prediction_positions()
@@ -164,35 +177,39 @@ def evaluate(
         raise ValueError("the split has no predictions (every session has a single click)")
     ranks = np.empty(n, dtype=np.int64)
     tied = np.empty(n, dtype=bool)
-    top_k = max(KS)
     recommended = np.zeros(n_items + 1, dtype=np.int64)
     step = _batch_size_for(model, n_items, batch_size)
     for lo in tqdm(range(0, n, step), desc=desc, disable=not progress, leave=False, unit="batch"):
         hi = min(lo + step, n)
         inputs = torch.from_numpy(gather_windows(items, starts[lo:hi], targets[lo:hi], max_len)).to(device)
-        ranking = _rank_batch(model, inputs, torch.from_numpy(items[targets[lo:hi]]).to(device), n_items, top_k)
+        ranking = _rank_batch(model, inputs, torch.from_numpy(items[targets[lo:hi]]).to(device), n_items, max(KS))
         rank, tie = ranking.result()
         ranks[lo:hi], tied[lo:hi] = rank.cpu().numpy(), tie.cpu().numpy()
         recommended += np.bincount(ranking.top_items.cpu().numpy().ravel(), minlength=n_items + 1)
-    if was_training:
-        model.train()
-    metrics = _metrics(ranks)
-    metrics["coverage_at_20"] = float((recommended[1:] > 0).sum() / n_items)
+    return _Ranked(ranks, tied, targets - starts, recommended)
+
+
+def _coverage_and_popularity(recommended: np.ndarray, n_items: int,
+                             popularity: np.ndarray | None) -> dict[str, float]:
+    """Share of the catalogue in some top-20, and the mean popularity percentile of the top-20 items."""
+    out = {"coverage_at_20": float((recommended[1:] > 0).sum() / n_items)}
     if popularity is not None:
         percentile = _popularity_percentile(popularity)
-        metrics["popularity_percentile_at_20"] = float((recommended * percentile).sum() / recommended.sum())
-    metrics["tied_predictions"] = float(tied.sum())
-    metrics["predictions"] = float(n)
-    prefix_len = targets - starts
+        out["popularity_percentile_at_20"] = float((recommended * percentile).sum() / recommended.sum())
+    return out
+
+
+def _by_length(ranks: np.ndarray, prefix_len: np.ndarray) -> dict[str, dict[str, float]]:
+    """Recall@20, MRR@20 and the number of predictions for each bucket of ``LENGTH_BUCKETS``."""
     by_length = {}
-    for lo_len, hi_len in LENGTH_BUCKETS:
-        mask = (prefix_len >= lo_len) & (prefix_len <= (hi_len or np.iinfo(np.int64).max))
+    for lo, hi in LENGTH_BUCKETS:
+        mask = (prefix_len >= lo) & (prefix_len <= (hi or np.iinfo(np.int64).max))
         if mask.any():
             m = _metrics(ranks[mask], ks=(20,))
-            by_length[_bucket_name(lo_len, hi_len)] = {
+            by_length[_bucket_name(lo, hi)] = {
                 "recall_at_20": m["recall_at_20"], "mrr_at_20": m["mrr_at_20"], "predictions": int(mask.sum())
             }
-    return EvalResult(metrics, by_length)
+    return by_length
 
 
 def _metrics(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:

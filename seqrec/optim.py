@@ -1,4 +1,5 @@
-"""Optimisers that update only the touched rows of sparse gradients: Adagrad with momentum, AdamW.
+"""Optimisers that update only the touched rows of sparse gradients (Adagrad with momentum, AdamW), and
+the optimiser, learning-rate schedule and gradient clipping that the training loop builds from ``TrainConfig``.
 
 ``IndexedAdagradM`` is the optimiser of the official GRU4Rec (Hidasi & Czapp 2023): with sparse
 embedding gradients, the accumulators and momentum of items absent from a mini-batch are left
@@ -8,8 +9,16 @@ for SASRec's sampled softmax on large catalogues.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import torch
+from torch import nn
 from torch.optim import Optimizer
+
+if TYPE_CHECKING:
+    from seqrec.trainer import TrainConfig
 
 
 class RowwiseOptimizer(Optimizer):
@@ -113,3 +122,55 @@ class LazyAdamW(RowwiseOptimizer):
             state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denom = state["exp_avg_sq"].sqrt().div_(root_correction).add_(eps)
             p.addcdiv_(state["exp_avg"], denom, value=-size)
+
+
+def _has_sparse_gradients(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Embedding) and m.sparse for m in model.modules())
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> Optimizer:
+    """AdamW (decay on the network's matrices only; lazy with sparse embeddings), Adam or Adagrad-momentum."""
+    if cfg.optimizer == "adamw":
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
+        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if _has_sparse_gradients(model):  # sparse embeddings: update only the rows a batch touches
+            return LazyAdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adagradm":
+        return IndexedAdagradM(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def make_scheduler(opt: Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine decay to 0 over ``cfg.epochs`` epochs (or a constant rate)."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if cfg.schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale all gradients, dense or sparse, so that their joint 2-norm is at most ``max_norm``."""
+    params = [p for p in parameters if p.grad is not None]
+    if not any(p.grad.is_sparse for p in params):
+        return nn.utils.clip_grad_norm_(params, max_norm)
+    for p in params:
+        if p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+    total = torch.linalg.vector_norm(torch.stack([
+        torch.linalg.vector_norm(p.grad.values() if p.grad.is_sparse else p.grad) for p in params]))
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for p in params:
+        p.grad.mul_(scale)
+    return total

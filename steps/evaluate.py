@@ -12,7 +12,8 @@ from seqrec.workflow.evaluate import run_evaluate
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", required=True, help="processed dataset directory")
-    p.add_argument("--model-uri", required=True, help="any MLflow model URI (runs:/<id>/model, models:/seqrec@champion, models:/m-<id>, ...)")
+    p.add_argument("--model-uri", required=True,
+                   help="any MLflow model URI (runs:/<id>/model, models:/seqrec@champion, models:/m-<id>, ...)")
     a = p.parse_args(argv)
 
     def action() -> str:

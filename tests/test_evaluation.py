@@ -4,6 +4,7 @@ import torch
 
 from seqrec.data.dataset import SessionSplit
 from seqrec.evaluation import evaluate, ranks_of_targets
+from seqrec.models.base import SequenceModel
 from seqrec.workflow.plots import plot_by_length
 
 
@@ -87,7 +88,8 @@ def test_coverage_popularity_and_plot(tmp_path):
 class FactorScorer:
     """Scores = state . item vector with small integer factors (exact arithmetic, many ties).
 
-    Exposes the chunked interface (``session_states`` + ``score_items``) and records chunk shapes.
+    Has the sequence-model scoring interface (``session_states`` + ``score_items``), so it is ranked in item
+    chunks, and records the chunk shapes.
     """
 
     def __init__(self, n_items, seed=0):
@@ -107,6 +109,9 @@ class FactorScorer:
         scores = self.session_states(inputs) @ self.item_vectors.T
         scores[:, 0] = -torch.inf
         return scores
+
+
+SequenceModel.register(FactorScorer)  # ranked in item chunks like a neural model
 
 
 class WholeRows:

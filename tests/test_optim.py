@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from seqrec.optim import LazyAdamW
-from seqrec.training import TrainConfig, _make_optimizer, clip_gradients
+from seqrec.optim import LazyAdamW, clip_gradients, make_optimizer
+from seqrec.trainer import TrainConfig
 
 
 def test_lazy_adamw_matches_adamw_on_dense_gradients():
@@ -40,8 +40,8 @@ def test_sparse_models_get_lazy_adamw_and_clipping_covers_sparse_gradients():
     emb = torch.nn.Embedding(10, 4, sparse=True)
     head = torch.nn.Linear(4, 1)
     model = torch.nn.ModuleDict({"emb": emb, "head": head})
-    assert isinstance(_make_optimizer(model, TrainConfig()), LazyAdamW)
-    assert isinstance(_make_optimizer(head, TrainConfig()), torch.optim.AdamW)
+    assert isinstance(make_optimizer(model, TrainConfig()), LazyAdamW)
+    assert isinstance(make_optimizer(head, TrainConfig()), torch.optim.AdamW)
     (head(emb(torch.tensor([1, 2, 2]))) * 100).sum().backward()
     norm = clip_gradients(model.parameters(), 1.0)
     assert norm > 1

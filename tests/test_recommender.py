@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from seqrec.models.base import SequenceModel
 from seqrec.models.baselines import make_baseline
 from seqrec.models.sasrec import SASRec, SASRecConfig
 from seqrec.serving import recommender as rec
@@ -47,6 +48,9 @@ class TiedScorer:
 
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.score_items(self.session_states(inputs), torch.arange(self.n_items + 1))
+
+
+SequenceModel.register(TiedScorer)  # ranked in item chunks like a neural model
 
 
 def reference(recommender: Recommender, sessions: list[list], ks: list[int]) -> list[tuple[list[str], np.ndarray]]:
@@ -112,8 +116,12 @@ def test_known_sessions_are_scored_in_row_batches_within_the_budget(monkeypatch)
 def record_blocks(monkeypatch, scorer) -> list[tuple[int, int]]:
     """The (rows, items) shape of every ``score_items`` call of ``scorer``."""
     blocks, original = [], scorer.score_items
-    monkeypatch.setattr(scorer, "score_items", lambda states, items: blocks.append((len(states), len(items)))
-                        or original(states, items))
+
+    def spy(states, items=None):
+        blocks.append((len(states), scorer.n_items + 1 if items is None else len(items)))
+        return original(states, items)
+
+    monkeypatch.setattr(scorer, "score_items", spy)
     return blocks
 
 

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -10,21 +11,41 @@ import pytest
 import torch
 
 from seqrec.data.dataset import ProcessedDataset
-from seqrec.models.registry import split_overrides
+from seqrec.models.base import SequenceModel, Windows
 from seqrec.models.sasrec import SASRec
-from seqrec.training import Checkpointer, TrainConfig, Trainer, TrainingDiverged
+from seqrec.trainer import Checkpointer, RuntimeConfig, TrainConfig, Trainer, TrainingDiverged, split_overrides
 from seqrec.workflow.neural import run_neural
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_presets_and_overrides():
-    model_cfg, train_cfg = split_overrides("sasrec", "tiny", {"hidden": 24, "lr": 0.01})
-    assert model_cfg.hidden == 24 and train_cfg.lr == 0.01 and train_cfg.epochs == 2
+    model_cfg, train_cfg, runtime = split_overrides("sasrec", "tiny", {"hidden": 24, "lr": 0.01, "threads": 2})
+    assert model_cfg.hidden == 24 and train_cfg.lr == 0.01 and train_cfg.epochs == 2 and runtime.threads == 2
     with pytest.raises(ValueError, match="unknown parameter"):
         split_overrides("sasrec", "tiny", {"hiden": 24})
     with pytest.raises(ValueError, match="unknown preset"):
         split_overrides("sasrec", "huge", {})
+
+
+@pytest.mark.parametrize(("model", "overrides", "message"), [
+    ("bert4rec", {"loss": "sampled"}, r"unknown parameter\(s\) \['loss'\] for bert4rec \(loss is a field of .*sasrec"),
+    ("bert4rec", {"item_mask": 0.1}, r"\['item_mask'\] for bert4rec"),
+    ("sasrec", {"mask_ratio": 0.1}, r"\['mask_ratio'\] for sasrec \(mask_ratio is a field of bert4rec\)"),
+    ("sasrec", {"loss": "bpr"}, r"sasrec: loss='bpr' is not one of \('ce', 'sampled'\)"),
+    ("gru4rec", {"embedding": 64}, r"gru4rec: embedding=64 applies only with constrained_embedding=False"),
+])
+def test_unknown_or_inapplicable_overrides_are_refused_by_name(model, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        split_overrides(model, "tiny", overrides)
+
+
+def test_runtime_switches_stay_out_of_the_run_key(processed, tmp_path, monkeypatch):
+    monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path)
+    over = {"progress": False, "epochs": 1, "patience": 1}
+    run_neural("meanemb", str(processed), "tiny", {**over, "eval_batch_size": 100, "threads": 1})
+    run_neural("meanemb", str(processed), "tiny", {**over, "eval_batch_size": 200})
+    assert len(list(tmp_path.glob("meanemb-*"))) == 1
 
 
 def test_run_logs_protocol_names_and_is_deterministic(processed, tmp_path, monkeypatch, device):
@@ -71,30 +92,41 @@ def test_sampled_softmax_trains_with_sparse_embedding_updates(processed, tmp_pat
     assert metrics["test_recall_at_20"] > 0.2
 
 
-class Exploding(torch.nn.Module):
-    """A model whose loss becomes NaN in its second epoch."""
+@dataclass
+class ExplodingConfig:
+    max_len: int = 5
+
+
+class Exploding(SequenceModel):
+    """A model whose training loss becomes NaN once it has been validated (in its second epoch)."""
+
+    model_type = "exploding"
 
     def __init__(self, n_items):
         super().__init__()
-        self.n_items = n_items
+        self.n_items, self.config = n_items, ExplodingConfig()
         self.w = torch.nn.Parameter(torch.ones(1))
-        self.calls = 0
+        self.validated = False
 
-    def batches(self, split, batch_size, seed, epoch, shuffle=True):
-        return [(torch.zeros(1),)] * 3
+    def loader_spec(self):
+        return Windows(self.config.max_len)
 
     def loss(self, batch):
-        self.calls += 1
-        return self.w.sum() * (float("nan") if self.calls > 3 else 1.0)
+        self.validated |= not self.training
+        return self.w.sum() * (float("nan") if self.training and self.validated else 1.0)
 
-    def score(self, inputs):
-        return torch.zeros(len(inputs), self.n_items + 1)
+    def session_states(self, inputs):
+        return torch.zeros(len(inputs), 1)
+
+    def score_items(self, states, items=None):
+        return torch.zeros(len(states), self.n_items + 1 if items is None else len(items))
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(processed, tmp_path):
     data = ProcessedDataset.load(processed)
     ckpt = Checkpointer(tmp_path / "ck")
-    trainer = Trainer(lambda: Exploding(data.n_items), data, TrainConfig(epochs=3, progress=False, patience=5), ckpt)
+    trainer = Trainer(lambda: Exploding(data.n_items), data, TrainConfig(epochs=3, patience=5), ckpt,
+                      runtime=RuntimeConfig(progress=False))
     with pytest.raises(TrainingDiverged, match="select epoch 2: the loss became nan"):
         trainer.run()
     assert ckpt.load()["epoch"] == 1
@@ -107,11 +139,11 @@ class _Killed(Exception):
 def test_weight_average_is_what_is_evaluated_checkpointed_and_resumed(processed, tmp_path):
     data = ProcessedDataset.load(processed)
     over = {"epochs": 3, "patience": 3, "progress": False, "device": "cpu", "ema": 0.9}
-    model_cfg, cfg = split_overrides("sasrec", "tiny", over)
-    _, plain_cfg = split_overrides("sasrec", "tiny", {**over, "ema": 0.0})
+    model_cfg, cfg, runtime = split_overrides("sasrec", "tiny", over)
+    _, plain_cfg, _ = split_overrides("sasrec", "tiny", {**over, "ema": 0.0})
     build = lambda: SASRec(data.n_items, model_cfg)  # noqa: E731
-    _, _, plain = Trainer(build, data, plain_cfg, Checkpointer(tmp_path / "plain")).run()
-    averaged, _, whole = Trainer(build, data, cfg, Checkpointer(tmp_path / "whole")).run()
+    _, _, plain = Trainer(build, data, plain_cfg, Checkpointer(tmp_path / "plain"), runtime=runtime).run()
+    averaged, _, whole = Trainer(build, data, cfg, Checkpointer(tmp_path / "whole"), runtime=runtime).run()
     assert whole.metrics != plain.metrics  # the average, not the last weights, is scored
 
     def kill(phase: str, epoch: int, record: dict) -> None:
@@ -119,9 +151,9 @@ def test_weight_average_is_what_is_evaluated_checkpointed_and_resumed(processed,
             raise _Killed
 
     with pytest.raises(_Killed):
-        Trainer(build, data, cfg, Checkpointer(tmp_path / "killed"), on_epoch=kill).run()
+        Trainer(build, data, cfg, Checkpointer(tmp_path / "killed"), on_epoch=kill, runtime=runtime).run()
     assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["averaged"] is not None
-    resumed, _, again = Trainer(build, data, cfg, Checkpointer(tmp_path / "killed")).run(resume=True)
+    resumed, _, again = Trainer(build, data, cfg, Checkpointer(tmp_path / "killed"), runtime=runtime).run(resume=True)
     assert again.metrics == whole.metrics
     for a, b in zip(resumed.parameters(), averaged.parameters(), strict=True):
         assert torch.equal(a, b)

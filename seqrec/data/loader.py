@@ -14,6 +14,7 @@ compute of whole sessions.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -48,8 +49,19 @@ def prefix_windows(split: SessionSplit, max_len: int) -> tuple[np.ndarray, np.nd
     return np.maximum(first, end - max_len), end
 
 
+class WindowBatch(NamedTuple):
+    """Left-padded rows ``[B, W]`` of input clicks and of their targets, 0 = padding."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+    def to(self, device: torch.device) -> WindowBatch:
+        """The batch with its tensors on ``device``."""
+        return WindowBatch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True))
+
+
 class SequenceLoader:
-    """Iterate ``(inputs, targets)`` LongTensors of shape ``[batch, width]``, 0 = padding.
+    """Iterate ``WindowBatch(inputs, targets)`` of LongTensors ``[batch, width]``, 0 = padding.
 
     With ``bucket=True`` (the default) windows of similar length share a batch and ``width`` is the
     longest window of the batch (at most ``max_len``): sessions are short (3.6 clicks on average),
@@ -97,7 +109,7 @@ class SequenceLoader:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[WindowBatch]:
         for idx in self._batches():
             start, end = self.start[idx], self.end[idx]
             width = int((end - start).max()) if self.bucket else self.max_len
@@ -107,4 +119,4 @@ class SequenceLoader:
                 targets[:, -1] = self.items[end]
             else:
                 targets = gather_windows(self.items, start + 1, end + 1, width)
-            yield torch.from_numpy(inputs), torch.from_numpy(targets)
+            yield WindowBatch(torch.from_numpy(inputs), torch.from_numpy(targets))

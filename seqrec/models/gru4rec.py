@@ -5,11 +5,11 @@ neural networks"; Hidasi & Karatzoglou 2018 (CIKM), "Recurrent neural networks w
 session-based recommendations"; and the details that Hidasi & Czapp 2023 ("The effect of third
 party implementations on reproducibility") show matter:
 
-* session-parallel mini-batches: each row follows one session click by click; a finished session's
-  row takes the next session (sessions ordered by their first click) and only its hidden state is
-  reset; no padding; the hidden state is detached after every step (one-step BPTT);
+* session-parallel mini-batches (``seqrec.data.session_parallel``): each row follows one session click
+  by click; a finished session's row takes the next session and only its hidden state is reset; no
+  padding; the loop carries the hidden state from step to step, detached (one-step BPTT);
 * the output layer scores only the batch's targets plus ``n_sample`` shared negatives drawn from
-  popularity ** ``sample_alpha``, taken from a precomputed sample store that is refreshed;
+  popularity ** ``sample_alpha``;
 * cross-entropy with logQ correction (``loss="ce"``) or BPR-max with score regularisation and a
   final ELU (``loss="bprmax"``);
 * input item embeddings can be tied to the output embeddings (``constrained_embedding``), or be
@@ -21,15 +21,14 @@ party implementations on reproducibility") show matter:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqrec.data.dataset import SessionSplit
+from seqrec.models.base import SequenceModel, SessionParallel, check_choice
 
 
 @dataclass
@@ -37,20 +36,26 @@ class GRU4RecConfig:
     """Architecture, sampling and loss of GRU4Rec; the optimiser lives in ``TrainConfig``."""
 
     max_len: int = 50  # prefix length used when scoring (evaluation and serving)
-    hidden: int = 100
-    layers: int = 1
-    embedding: int = 0  # 0: one-hot style input; ignored when constrained_embedding is set
-    constrained_embedding: bool = True
-    loss: str = "ce"  # ce | bprmax
-    n_sample: int = 2048
-    sample_alpha: float = 0.5
-    logq: float = 1.0
-    bpreg: float = 1.0
+    hidden: int = 100  # GRU units per layer
+    layers: int = 1  # stacked GRU layers
+    embedding: int = 0  # input embedding width, 0: one-hot style input (constrained_embedding=False only)
+    constrained_embedding: bool = True  # the input embeddings are the output item weights
+    loss: str = "ce"  # ce: cross-entropy with logQ correction | bprmax: BPR-max
+    n_sample: int = 2048  # shared negatives per step (0: the batch's other targets only)
+    sample_alpha: float = 0.5  # negatives are drawn from popularity ** sample_alpha
+    logq: float = 1.0  # weight of the logQ correction (ce)
+    bpreg: float = 1.0  # score regularisation of BPR-max
     elu: float = 0.5  # final activation parameter for bpr-max (0 = none)
-    dropout_embed: float = 0.0
-    dropout_hidden: float = 0.0
-    session_order: str = "time"  # time | shuffle
+    dropout_embed: float = 0.0  # dropout on the input embedding
+    dropout_hidden: float = 0.0  # dropout on each GRU layer's output
+    session_order: str = "time"  # time: sessions by first click | shuffle: a new order every epoch
     sample_store: int = 10_000_000  # negatives precomputed at once
+
+    def __post_init__(self) -> None:
+        check_choice("gru4rec", "loss", self.loss, ("ce", "bprmax"))
+        check_choice("gru4rec", "session_order", self.session_order, ("time", "shuffle"))
+        if self.constrained_embedding and self.embedding:
+            raise ValueError(f"gru4rec: embedding={self.embedding} applies only with constrained_embedding=False")
 
 
 def _uniform_(tensor: torch.Tensor, gates: int = 1) -> torch.Tensor:
@@ -61,58 +66,16 @@ def _uniform_(tensor: torch.Tensor, gates: int = 1) -> torch.Tensor:
         return tensor.uniform_(-bound, bound)
 
 
-class SessionParallelBatches:
-    """Session-parallel mini-batches of ``(inputs, targets, keep, reset)``.
-
-    ``keep`` selects the rows of the previous hidden state that continue (rows are dropped when no
-    session is left to take over), ``reset`` marks the rows that start a new session (state zeroed).
-    """
-
-    def __init__(self, split: SessionSplit, batch_size: int, order: np.ndarray):
-        self.items = torch.from_numpy(np.asarray(split.items, dtype=np.int64))
-        self.offsets, self.order, self.batch_size = split.offsets, order, batch_size
-        self.n_steps = sum(1 for _ in self._schedule())  # exact: distributed ranks must agree on it
-
-    def __len__(self) -> int:
-        return self.n_steps
-
-    def _schedule(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-        """``(positions, keep, reset)`` of every step, on numpy index arrays only."""
-        order, offsets = self.order, self.offsets
-        rows = min(self.batch_size, len(order))
-        nxt = rows
-        pos = offsets[order[:rows]].copy()
-        end = offsets[order[:rows] + 1].copy()
-        keep, reset = None, np.ones(rows, dtype=bool)
-        while len(pos):
-            yield pos, keep, reset
-            pos = pos + 1
-            done = pos + 1 >= end
-            n_done = int(done.sum())
-            if not n_done:
-                keep, reset = None, np.zeros(len(pos), dtype=bool)
-                continue
-            fresh = order[nxt : nxt + n_done]
-            nxt += len(fresh)
-            alive = ~done
-            alive[np.flatnonzero(done)[: len(fresh)]] = True  # finished rows that get a new session
-            restart = done & alive
-            pos[restart], end[restart] = offsets[fresh], offsets[fresh + 1]
-            keep = alive if not alive.all() else None
-            reset = restart[alive]
-            pos, end = pos[alive], end[alive]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]]:
-        for pos, keep, reset in self._schedule():
-            p = torch.from_numpy(pos)
-            yield (self.items[p], self.items[p + 1], None if keep is None else torch.from_numpy(keep),
-                   torch.from_numpy(reset))
+SessionBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor,
+                     Callable[[], torch.Tensor] | None]
 
 
-class GRU4Rec(nn.Module):
+class GRU4Rec(SequenceModel):
     """GRU4Rec (see the module docstring)."""
 
     model_type = "gru4rec"
+    config_class = GRU4RecConfig
+    recurrent = True
 
     def __init__(self, n_items: int, config: GRU4RecConfig, popularity: torch.Tensor | None = None):
         super().__init__()
@@ -146,11 +109,10 @@ class GRU4Rec(nn.Module):
         pop = popularity.float().clone() if popularity is not None else torch.ones(n_items + 1)
         pop[0] = 0.0
         self.register_buffer("log_pop", torch.log(pop.clamp_min(1.0)), persistent=False)
-        self.register_buffer("sample_cdf", torch.cumsum(pop**config.sample_alpha, 0) /
-                             (pop**config.sample_alpha).sum(), persistent=False)
-        self.state: torch.Tensor | None = None
-        self._store = torch.zeros(0, 0, dtype=torch.long)
-        self._store_pos = 0
+
+    def loader_spec(self) -> SessionParallel:
+        c = self.config
+        return SessionParallel(c.session_order, c.n_sample, c.sample_alpha, c.sample_store)
 
     # -- the recurrent step -----------------------------------------------------------------------
     def _input(self, items: torch.Tensor) -> torch.Tensor:
@@ -169,11 +131,12 @@ class GRU4Rec(nn.Module):
             new.append(x)
         return torch.stack(new)
 
-    def output_scores(self, hidden: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
-        if candidates is None:
+    def _logits(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """``hidden`` ``[B, hidden]`` -> scores ``[B, C]`` of ``items`` ``[C]`` (None: every id)."""
+        if items is None:
             return hidden @ self.Wy.weight.T + self.By.weight.T
-        w = F.embedding(candidates, self.Wy.weight, sparse=self.Wy.sparse)
-        b = F.embedding(candidates, self.By.weight, sparse=self.By.sparse)
+        w = F.embedding(items, self.Wy.weight, sparse=self.Wy.sparse)
+        b = F.embedding(items, self.By.weight, sparse=self.By.sparse)
         return hidden @ w.T + b.T
 
     def session_states(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -184,81 +147,44 @@ class GRU4Rec(nn.Module):
         for t in range(inputs.shape[1]):
             column = inputs[:, t]
             new = self.step(column, state)
-            state = torch.where((column > 0)[None, :, None], new, state)
+            state = torch.where((column > 0)[None, :, None], new, state)  # padding leaves the state as it is
         return state[-1]
 
-    def score_items(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores ``[B, C]`` of the item ids ``items`` [C] for each state."""
-        return self.output_scores(states, items).float()
-
-    def score(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Scores of every item for the next click after each prefix (column 0 = padding gets -inf)."""
-        scores = self.output_scores(self.session_states(inputs))
-        scores[:, 0] = -torch.inf
-        return scores.float()
+    def score_items(self, states: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        return self._logits(states, items).float()
 
     # -- training ---------------------------------------------------------------------------------
-    def batches(self, split: SessionSplit, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
-                rank: int = 0, world_size: int = 1) -> SessionParallelBatches:
-        starts = split.times[split.offsets[:-1]]
-        order = np.argsort(starts, kind="stable")
-        if shuffle and self.config.session_order == "shuffle":
-            order = np.random.default_rng((seed, epoch)).permutation(order)
-        order = order[split.lengths[order] > 1][rank::world_size]
-        self.state = None
-        if self.training:
-            self._refresh_store()
-        return SessionParallelBatches(split, batch_size, order)
+    def _carried(self, state: torch.Tensor | None, batch: SessionBatch) -> torch.Tensor:
+        """The state entering this step: the carried rows that continue, zeros for new sessions."""
+        inputs, _, keep, reset, _ = batch
+        if state is None:  # the first step of a pass over the data
+            return torch.zeros(self.config.layers, len(inputs), self.config.hidden, device=inputs.device)
+        state = state if keep is None else state[:, keep]
+        return state.masked_fill(reset[None, :, None], 0.0)
 
-    def _refresh_store(self) -> None:
-        n = self.config.n_sample
-        if n <= 0:
-            return
-        rounds = max(1, self.config.sample_store // n)
-        u = torch.rand(rounds * n, device=self.sample_cdf.device)
-        self._store = torch.searchsorted(self.sample_cdf, u).clamp_(1, self.n_items).view(rounds, n)
-        self._store_pos = 0
+    def loss(self, batch: SessionBatch, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss of one session-parallel step, and the hidden state ``[layers, B, hidden]`` to carry on.
 
-    def _negatives(self) -> torch.Tensor | None:
-        if self.config.n_sample <= 0:
-            return None
-        if self._store_pos >= len(self._store):
-            self._refresh_store()
-        sample = self._store[self._store_pos]
-        self._store_pos += 1
-        return sample
-
-    def forward(self, batch) -> torch.Tensor:
-        """The training loss of a batch (what DistributedDataParallel calls)."""
-        return self.loss(batch)
-
-    def loss(self, batch) -> torch.Tensor:
-        inputs, targets, keep, reset = batch
-        device = inputs.device
-        if self.state is None:  # the first batch of a pass over the data
-            state = torch.zeros(self.config.layers, len(inputs), self.config.hidden, device=device)
-        else:
-            state = self.state if keep is None else self.state[:, keep.to(device)]
-            state = state.masked_fill(reset.to(device)[None, :, None], 0.0)
-        state = self.step(inputs, state)
-        self.state = state.detach()  # one-step BPTT
+        ``batch`` is ``(inputs [B], targets [B], keep, reset, negatives)`` (``seqrec.data.session_parallel``);
+        the state coming out is detached, so gradients never reach back beyond this step.
+        """
+        inputs, targets, _, _, negatives = batch
+        state = self.step(inputs, self._carried(state, batch))
         hidden = state[-1]
         if not self.training:  # validation loss: full softmax over all items
-            return F.cross_entropy(self.output_scores(hidden)[:, 1:], targets - 1)
-        negatives = self._negatives()
-        candidates = targets if negatives is None else torch.cat([targets, negatives.to(device)])
-        scores = self.output_scores(hidden, candidates)
-        if self.config.loss == "ce":
-            if self.config.logq > 0:
-                correction = self.log_pop[candidates]
-                if negatives is not None:
-                    correction = torch.cat([correction[: len(targets)],
-                                            correction[len(targets):] * self.config.sample_alpha])
-                scores = scores - self.config.logq * correction
-            return F.cross_entropy(scores, torch.arange(len(targets), device=device))
+            return F.cross_entropy(self._logits(hidden)[:, 1:], targets - 1), state.detach()
+        sample = negatives() if negatives is not None else None
+        candidates = targets if sample is None else torch.cat([targets, sample])
+        scores = self._logits(hidden, candidates)  # [B, B + n_sample]: column i is row i's target
         if self.config.loss == "bprmax":
-            return self._bpr_max(scores)
-        raise ValueError(f"unknown loss {self.config.loss!r}")
+            return self._bpr_max(scores), state.detach()
+        if self.config.logq > 0:
+            correction = self.log_pop[candidates]
+            if sample is not None:
+                correction = torch.cat([correction[: len(targets)],
+                                        correction[len(targets):] * self.config.sample_alpha])
+            scores = scores - self.config.logq * correction
+        return F.cross_entropy(scores, torch.arange(len(targets), device=scores.device)), state.detach()
 
     def _bpr_max(self, scores: torch.Tensor) -> torch.Tensor:
         """BPR-max: -log sum_j s_j sigmoid(r_i - r_j) + bpreg * sum_j s_j r_j^2, s = softmax over negatives."""

@@ -43,10 +43,9 @@ def save_recommender(recommender: Recommender, directory: str | Path) -> Path:
 
 def _build_scorer(config: dict, directory: Path):
     if config["kind"] == "neural":
-        from seqrec.models.registry import MODELS
+        from seqrec.models.registry import build_model
 
-        spec = MODELS[config["model"]]
-        model = spec.model_type(config["n_items"], spec.config_type(**config["config"]))
+        model = build_model(config["model"], config["n_items"], config["config"])
         model.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu", weights_only=True))
         return model.eval()
     from seqrec.models.baselines import make_baseline

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from seqrec.devices import device_of
+from seqrec.models.base import SequenceModel
 
 DEFAULT_K = 20
 MAX_K = 1000
@@ -154,7 +155,7 @@ class Recommender:
         ``session_states`` and ``score_items`` take as many rows as chunks of ``_CHUNK_PER_K * k`` items
         fit, and rank a batch too wide for whole rows chunk by chunk.
         """
-        chunked = hasattr(self.scorer, "session_states") and hasattr(self.scorer, "score_items")
+        chunked = isinstance(self.scorer, SequenceModel)
         width = min(_CHUNK_PER_K * k, self.n_items + 1) if chunked else self.n_items + 1
         step = max(1, SCORE_BUDGET // width)
         device = device_of(self.scorer)

@@ -53,7 +53,7 @@ def run_step(step: str, action: Callable[[], str]) -> int:
     parameter, missing file or model) becomes one line on stderr and exit status 2."""
     from mlflow.exceptions import MlflowException
 
-    from seqrec.training import TrainingDiverged
+    from seqrec.trainer import TrainingDiverged
 
     try:
         summary = action()

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from seqrec.evaluation import EvalResult  # noqa: E402
-from seqrec.training import History  # noqa: E402
+from seqrec.trainer import History  # noqa: E402
 
 
 def plot_curves(history: History, out_dir: Path, title: str) -> list[Path]:

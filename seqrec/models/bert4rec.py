@@ -1,0 +1,72 @@
+"""BERT4Rec (Sun et al. 2019, CIKM): "Sequential recommendation with bidirectional encoder
+representations from Transformer".
+
+The Transformer encoder of ``seqrec.models.transformer`` with bidirectional attention, trained by
+masked item prediction (the Cloze task): a random ``mask_ratio`` of the clicks of each window (and
+always the last one in a share of the rows, the inference situation) is replaced by a ``[MASK]`` token
+and predicted with a full softmax. At inference the mask is appended after the prefix and its output
+scores the items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from seqrec.models.base import Windows, check_choice
+from seqrec.models.transformer import TransformerConfig, TransformerEncoder
+
+
+@dataclass
+class BERT4RecConfig(TransformerConfig):
+    """The encoder's settings plus the masked-item objective."""
+
+    mask_ratio: float = 0.2  # share of the clicks masked, and of the rows whose last click is masked too
+    label_smoothing: float = 0.0  # of the cross-entropy over masked clicks, in training only
+    train_on: str = "sessions"  # sessions: windows of whole sessions | prefixes: one row per prefix
+
+    def __post_init__(self) -> None:
+        check_choice("bert4rec", "train_on", self.train_on, ("sessions", "prefixes"))
+
+
+class BERT4Rec(TransformerEncoder):
+    """The bidirectional encoder trained by masked item prediction."""
+
+    model_type = "bert4rec"
+    config_class = BERT4RecConfig
+    causal = False
+
+    def __init__(self, n_items: int, config: BERT4RecConfig, popularity: torch.Tensor | None = None):
+        super().__init__(n_items, config)
+        self.apply(self._init)
+
+    def loader_spec(self) -> Windows:
+        return Windows(self.config.max_len, prefixes=self.config.train_on == "prefixes")
+
+    def session_states(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The output at a ``[MASK]`` appended after each prefix."""
+        inputs = self._used_columns(inputs)
+        masked = torch.cat([inputs, torch.full_like(inputs[:, :1], self.mask_id)], 1)  # [B, L + 1]
+        return self.encode(masked[:, -self.config.max_len :], last_only=True)[:, -1]
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Mean cross-entropy of the masked clicks of ``(inputs, targets)`` ``[B, L]``."""
+        inputs, targets = batch
+        # the whole window: inputs plus the last target, at most max_len clicks
+        sequence = torch.cat([inputs, targets[:, -1:]], 1)[:, -self.config.max_len :]
+        real = sequence > 0
+        if self.training:
+            masked = (torch.rand(sequence.shape, device=sequence.device) < self.config.mask_ratio) & real
+            last_only = torch.rand(len(sequence), device=sequence.device) < self.config.mask_ratio
+            masked[:, -1] |= last_only
+        else:  # validation loss: the inference situation, only the last click is masked
+            masked = torch.zeros_like(real)
+            masked[:, -1] = True
+        masked &= real
+        corrupted = sequence.masked_fill(masked, self.mask_id)
+        states = self.encode(corrupted)[masked]  # [masked clicks, hidden]
+        logits = self._logits(states, self.item_emb.weight[1 : self.n_items + 1])
+        return F.cross_entropy(logits.float(), sequence[masked] - 1,
+                               label_smoothing=self.config.label_smoothing if self.training else 0.0)
