@@ -4,7 +4,8 @@ ranking over all items.
 Every session of n clicks gives n - 1 predictions (input: the clicks before click i, at most the
 last ``max_len``; target: click i). A model scores a batch of left-padded prefixes against every
 item (``[B, n_items + 1]``, column 0 = padding, never ranked). The rank of the target is the number
-of items scoring greater than OR EQUAL to it (ties count against the model). Scoring happens in
+of items scoring greater than OR EQUAL to it (ties count against the model), or NaN (a model that
+emits NaN is punished, not rewarded); a NaN target score ranks last. Scoring happens in
 batches on the model's device. Sequence models (``seqrec.models.base.SequenceModel``: session states,
 then item scores) are ranked against the catalogue in item chunks, so memory stays bounded by
 ``SCORE_BUDGET`` scores however many items there are; other models score whole rows and the batch
@@ -76,7 +77,8 @@ class _Ranking:
         own = ids[None, :] == self.targets[:, None]
         # the target's own column is its target score exactly, whatever kernel computed either
         scores = torch.where(own, self.target_scores, scores)
-        self.rank += (scores >= self.target_scores).sum(1)
+        # not below the target: greater, equal or NaN (a NaN score counts against the model, never for it)
+        self.rank += scores.shape[1] - (scores < self.target_scores).sum(1)
         self.tied |= ((scores == self.target_scores) & ~own).any(1)
         k = min(self.top_k, scores.shape[1])
         values, index = scores.topk(k, dim=1)

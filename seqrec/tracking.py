@@ -133,8 +133,13 @@ def log_params(params: dict) -> None:
 
 
 def log_metrics_at(metrics: dict[str, float], step: int | None = None) -> None:
-    """Log metrics, dropping non-finite values (MLflow rejects NaN in some stores)."""
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}, step=step)
+    """Log metrics at ``step``; a non-finite value is an error naming the metric(s), never silently dropped
+    (it means the model or its evaluation is broken, and MLflow rejects NaN in some stores)."""
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
+    if bad:
+        where = "" if step is None else f" at step {step}"
+        raise ValueError(f"non-finite metric value(s){where}: {bad}; the model or its evaluation is broken")
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
 def model_requirements() -> list[str]:

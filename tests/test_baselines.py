@@ -212,3 +212,20 @@ def test_faithful_to_published_numbers_on_the_sample(sample_dir, tmp_path):
         assert m["predictions"] == 10_152
         assert abs(m["recall_at_20"] - recall) <= 0.01, (name, m["recall_at_20"])
         assert abs(m["mrr_at_20"] - mrr) <= 0.01, (name, m["mrr_at_20"])
+
+
+@pytest.mark.parametrize(("name", "params", "message"), [
+    ("vsknn", {"k": 2.5}, r"vsknn: k=2\.5 \(float\) is not an int"),
+    ("sr", {"steps": True}, r"sr: steps=True \(bool\) is not an int"),
+    ("itemknn", {"alpha": "x"}, r"itemknn: alpha='x' \(str\) is not a float \(or an int\)"),
+    ("stan", {"similarity": 1}, r"stan: similarity=1 \(int\) is not a str"),
+    ("ar", {"prunning": 5}, r"unknown parameter\(s\) \['prunning'\] for baseline ar; expected fields of ARConfig"),
+])
+def test_overrides_are_checked_against_the_config_fields(name, params, message):
+    with pytest.raises(ValueError, match=message):
+        make_baseline(name, **params)
+
+
+def test_an_int_is_accepted_for_a_float_field():
+    assert make_baseline("itemknn", lmbd=3).config.lmbd == 3
+    assert make_baseline("vstan", snh_days=7, k=50).config.k == 50

@@ -42,3 +42,34 @@ def test_its_config_holds_only_what_it_uses():
     names = set(BERT4RecConfig.__dataclass_fields__)
     assert {"mask_ratio", "train_on", "label_smoothing"} <= names
     assert not names & {"loss", "n_negatives", "item_mask", "causal"}
+
+
+def test_every_training_row_masks_a_click_so_two_click_batches_have_a_finite_loss():
+    m = model(mask_ratio=0.2).train()
+    batch = (torch.tensor([[4]]), torch.tensor([[7]]))  # one row of two clicks: 4 then 7
+    losses = []
+    for seed in range(200):
+        torch.manual_seed(seed)
+        losses.append(m.loss(batch))
+    assert all(torch.isfinite(loss) for loss in losses)
+
+
+def test_rows_with_a_masked_click_keep_their_mask_and_the_random_stream_is_unchanged():
+    m = model(mask_ratio=0.3).train()
+    real = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]] * 50, dtype=torch.bool)
+    torch.manual_seed(3)
+    draws, last_draws = torch.rand(real.shape), torch.rand(len(real))
+    after = torch.rand(1)
+    old = (draws < 0.3) & real  # the rule before rows without a mask got one
+    old[:, -1] |= last_draws < 0.3
+    old &= real
+    torch.manual_seed(3)
+    masked = m._training_mask(real)
+    assert torch.equal(torch.rand(1), after)  # no extra draws
+    had = old.any(1)
+    assert 0 < int(had.sum()) < len(real)
+    assert torch.equal(masked[had], old[had])
+    lowest = draws.masked_fill(~real, 2.0).argmin(1)
+    assert (masked[~had].sum(1) == 1).all()
+    assert torch.equal(masked[~had].float().argmax(1), lowest[~had])
+    assert not (masked & ~real).any()

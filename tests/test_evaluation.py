@@ -38,6 +38,19 @@ def test_nan_target_ranks_last():
     assert rank.tolist() == [3]
 
 
+def test_a_nan_score_on_another_item_counts_against_the_target():
+    scores = torch.tensor([[99.0, 1.0, float("nan"), 0.5, float("nan")], [0.0, 1.0, 2.0, float("nan"), 0.5]])
+    rank, tied = ranks_of_targets(scores, torch.tensor([1, 2]))
+    assert rank.tolist() == [3, 2] and tied.tolist() == [False, False]
+
+
+def test_a_model_emitting_nan_is_punished_not_rewarded():
+    table = np.full((4, 4), np.nan)
+    table[1, 2] = table[2, 3] = 1.0  # only the true next item gets a number
+    m = evaluate(TableScorer(table), split_of([[1, 2, 3]]), n_items=3, progress=False).metrics
+    assert m["mrr_at_20"] == pytest.approx(1 / 3) and m["recall_at_20"] == 1.0
+
+
 def test_metrics_from_hand_computed_ranks():
     # catalogue of 12 items; the row for last item 1 ranks items 12, 11, ..., 1
     table = np.zeros((13, 13))

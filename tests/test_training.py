@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,11 +11,21 @@ import mlflow
 import pytest
 import torch
 
+from seqrec import tracking
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.models.base import SequenceModel, Windows
 from seqrec.models.sasrec import SASRec
-from seqrec.trainer import Checkpointer, RuntimeConfig, TrainConfig, Trainer, TrainingDiverged, split_overrides
-from seqrec.workflow.neural import run_neural
+from seqrec.trainer import (
+    Checkpointer,
+    CheckpointError,
+    RuntimeConfig,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    run_key,
+    split_overrides,
+)
+from seqrec.workflow.neural import _epoch_logger, cli, run_neural
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +49,76 @@ def test_presets_and_overrides():
 def test_unknown_or_inapplicable_overrides_are_refused_by_name(model, overrides, message):
     with pytest.raises(ValueError, match=message):
         split_overrides(model, "tiny", overrides)
+
+
+@pytest.mark.parametrize(("model", "overrides", "message"), [
+    ("sasrec", {"epochs": 2.5}, r"TrainConfig: epochs=2\.5 \(float\) is not an int"),
+    ("sasrec", {"epochs": True}, r"TrainConfig: epochs=True \(bool\) is not an int"),
+    ("bert4rec", {"train_on": 1}, r"bert4rec: train_on=1 \(int\) is not a str"),
+    ("sasrec", {"dropout": "x"}, r"sasrec: dropout='x' \(str\) is not a float \(or an int\)"),
+    ("gru4rec", {"constrained_embedding": 1}, r"gru4rec: constrained_embedding=1 \(int\) is not a bool"),
+    ("meanemb", {"threads": "2"}, r"RuntimeConfig: threads='2' \(str\) is not an int"),
+])
+def test_overrides_of_the_wrong_type_are_refused_naming_field_value_and_type(model, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        split_overrides(model, "tiny", overrides)
+
+
+def test_an_int_is_a_float_but_nothing_else_widens():
+    model_cfg, train_cfg, _ = split_overrides("sasrec", "tiny", {"dropout": 0, "lr": 1, "refit": False})
+    assert model_cfg.dropout == 0 and train_cfg.lr == 1 and train_cfg.refit is False
+
+
+def test_a_bad_override_fails_before_the_data_is_read(tmp_path):
+    with pytest.raises(ValueError, match="epochs=2.5"):
+        run_neural("meanemb", str(tmp_path / "no-such-data"), "tiny", {"epochs": 2.5})
+
+
+def test_the_run_key_is_what_determines_the_result(processed, monkeypatch):
+    monkeypatch.chdir(processed.parent)
+    data = ProcessedDataset.load(processed)
+    params = {"model.hidden": 16, "train.seed": 0, "train.lr": 0.001}
+    key = run_key("sasrec", params, data)
+    for spelling in (processed.name, f"./{processed.name}", f"{processed.name}/", f"../{processed.parent.name}/"
+                     f"{processed.name}"):
+        assert run_key("sasrec", params, ProcessedDataset.load(spelling)) == key, spelling
+    assert run_key("sasrec", {**params, "train.seed": 1}, data) != key
+    assert run_key("sasrec", {**params, "train.lr": 0.01}, data) != key
+    assert run_key("bert4rec", params, data) != key
+    assert run_key("sasrec", params, data, world_size=2) != key
+    other = ProcessedDataset(data.path, {**data.stats, "digest": "another"})
+    assert run_key("sasrec", params, other) != key
+
+
+def test_resume_continues_the_run_whatever_the_data_path_is_called(processed, tmp_path, monkeypatch):
+    monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path / "ck")
+    over = {"progress": False, "epochs": 1, "patience": 1}
+    run_id, metrics = run_neural("meanemb", str(processed), "tiny", over)
+    monkeypatch.chdir(processed.parent)
+    again, resumed = run_neural("meanemb", f"./{processed.name}", "tiny", {**over, "threads": 1}, resume=True)
+    assert again == run_id and resumed == metrics
+
+
+def _runs() -> int:
+    experiment = mlflow.get_experiment_by_name(tracking.EXPERIMENT)
+    return 0 if experiment is None else len(mlflow.search_runs([experiment.experiment_id]))
+
+
+def test_resume_without_a_matching_checkpoint_stops_before_any_run(processed, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path / "ck")
+    runs = _runs()
+    with pytest.raises(ValueError, match=r"resume=true: no checkpoint of a meanemb run with these settings"):
+        run_neural("meanemb", str(processed), "tiny", {"progress": False, "epochs": 1}, resume=True)
+    assert _runs() == runs
+    argv = ["--data", str(processed), "--preset", "tiny", "--epochs", "1", "--progress", "false"]
+    assert cli("meanemb", [*argv, "--resume", "true"]) == 2
+    assert "resume=auto" in capsys.readouterr().err and _runs() == runs
+    assert cli("meanemb", [*argv, "--resume", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "resume=auto: no checkpoint" in out and "starting a new run" in out and _runs() == runs + 1
+    with pytest.raises(SystemExit):
+        cli("meanemb", ["--help"])
+    assert "auto: continue it if there is one" in " ".join(capsys.readouterr().out.split())
 
 
 def test_runtime_switches_stay_out_of_the_run_key(processed, tmp_path, monkeypatch):
@@ -152,7 +233,7 @@ def test_weight_average_is_what_is_evaluated_checkpointed_and_resumed(processed,
 
     with pytest.raises(_Killed):
         Trainer(build, data, cfg, Checkpointer(tmp_path / "killed"), on_epoch=kill, runtime=runtime).run()
-    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["averaged"] is not None
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["averaged"] is not None
     resumed, _, again = Trainer(build, data, cfg, Checkpointer(tmp_path / "killed"), runtime=runtime).run(resume=True)
     assert again.metrics == whole.metrics
     for a, b in zip(resumed.parameters(), averaged.parameters(), strict=True):
@@ -171,7 +252,7 @@ def test_killed_run_resumes_in_the_same_run_with_the_same_result(processed, tmp_
     assert proc.wait() == -9, "the run finished before it could be killed"
     run_dir = next((tmp_path / "ck").glob("sasrec-*"))
     run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
-    done = torch.load(run_dir / "last.pt", weights_only=False)["epoch"]
+    done = torch.load(run_dir / "last.pt", weights_only=True)["epoch"]
     assert done < 12
     resumed = subprocess.run(cmd + ["--resume", "true"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -203,3 +284,110 @@ def test_compiled_training_on_the_gpu_learns_like_eager(processed, tmp_path, mon
     _, compiled = run_neural("sasrec", str(processed), "tiny", {**overrides, "compile": True})
     # compiled kernels (and their dropout streams) differ from eager ones: close, not equal
     assert compiled["test_recall_at_20"] == pytest.approx(eager["test_recall_at_20"], abs=0.05)
+
+
+class NaNValidation(Exploding):
+    """A model that trains with a finite loss but whose validation loss is NaN."""
+
+    def loss(self, batch):
+        return self.w.sum() * (1.0 if self.training else float("nan"))
+
+
+def test_a_non_finite_metric_fails_the_run_naming_it(processed, tmp_path):
+    data = ProcessedDataset.load(processed)
+    with mlflow.start_run():
+        with pytest.raises(ValueError, match=r"non-finite metric value\(s\) at step 3: \{'val_loss': nan"):
+            tracking.log_metrics_at({"val_loss": float("nan"), "train_loss": 1.0}, step=3)
+        trainer = Trainer(lambda: NaNValidation(data.n_items), data, TrainConfig(epochs=2, patience=2),
+                          Checkpointer(tmp_path), _epoch_logger("nanval"), RuntimeConfig(progress=False))
+        with pytest.raises(ValueError, match=r"at step 1: \{'val_loss': nan\}"):
+            trainer.run()
+
+
+@dataclass
+class _NotPlain:
+    epoch: int = 1
+
+
+def test_checkpoints_hold_only_tensors_and_plain_types(tmp_path):
+    ckpt = Checkpointer(tmp_path)
+    with pytest.raises(TypeError, match=r"checkpoint state\['history'\]\['when'\] is a _NotPlain"):
+        ckpt.save({"epoch": 1, "history": {"when": _NotPlain()}})
+    torch.save({"epoch": 1, "phase": "select", "history": _NotPlain()}, ckpt.path)  # written by other code
+    refused = r"\(it holds a .*_NotPlain, not only tensors and plain types, refused by weights_only=True\)"
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(ckpt.path))} is unreadable {refused}"):
+        ckpt.load()
+
+
+def test_a_truncated_checkpoint_without_a_previous_one_is_a_clear_error(tmp_path):
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save({"epoch": 1, "phase": "select", "model": {"w": torch.ones(1000)}})
+    ckpt.path.write_bytes(ckpt.path.read_bytes()[:-300])
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(ckpt.path))} is unreadable \(.*\), and no earlier "
+                                              r"checkpoint of the run can be read: start a new run \(resume=false\)"):
+        ckpt.load()
+
+
+def test_a_failed_write_keeps_the_last_checkpoint_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save({"epoch": 1, "phase": "select"})
+
+    def disk_full(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("seqrec.trainer.torch.save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.save({"epoch": 2, "phase": "select"})
+    assert ckpt.load()["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_a_truncated_checkpoint_resumes_from_the_previous_one_with_the_same_result(processed, tmp_path, capsys):
+    data = ProcessedDataset.load(processed)
+    model_cfg, cfg, runtime = split_overrides("sasrec", "tiny", {"epochs": 3, "patience": 3, "progress": False,
+                                                                 "device": "cpu"})
+    build = lambda: SASRec(data.n_items, model_cfg)  # noqa: E731
+    _, _, whole = Trainer(build, data, cfg, Checkpointer(tmp_path / "whole"), runtime=runtime).run()
+
+    def kill(phase: str, epoch: int, record: dict) -> None:
+        if phase == "select" and epoch == 3:
+            raise _Killed
+
+    ckpt = Checkpointer(tmp_path / "killed")
+    with pytest.raises(_Killed):
+        Trainer(build, data, cfg, ckpt, on_epoch=kill, runtime=runtime).run()
+    assert torch.load(ckpt.path, weights_only=True)["epoch"] == 2
+    assert torch.load(ckpt.previous, weights_only=True)["epoch"] == 1
+    ckpt.path.write_bytes(ckpt.path.read_bytes()[:1000])  # truncated, as by a crash of the disk or a copy
+    capsys.readouterr()
+    resumed = Checkpointer(tmp_path / "killed")
+    _, _, again = Trainer(build, data, cfg, resumed, runtime=runtime).run(resume=True)
+    out = capsys.readouterr().out
+    assert f"{ckpt.path} is unreadable" in out and f"resuming from the previous one, {ckpt.previous} (epoch 1" in out
+    assert again.metrics == whole.metrics
+    assert torch.load(ckpt.previous, weights_only=True)["phase"] == "refit"  # the rotation went on from there
+
+
+def test_a_checkpoint_missing_between_two_renames_resumes_from_the_previous_one(tmp_path, capsys):
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save({"epoch": 1, "phase": "select"})
+    ckpt.save({"epoch": 2, "phase": "select"})
+    ckpt.path.unlink()
+    assert ckpt.load()["epoch"] == 1 and "last.pt is missing" in capsys.readouterr().out
+    ckpt.save({"epoch": 2, "phase": "select"})
+    assert torch.load(ckpt.previous, weights_only=True)["epoch"] == 1
+
+
+def test_a_step_resuming_from_unreadable_checkpoints_fails_naming_the_files(processed, tmp_path, monkeypatch,
+                                                                             capsys):
+    monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path)
+    argv = ["--data", str(processed), "--preset", "tiny", "--epochs", "1", "--progress", "false"]
+    assert cli("meanemb", argv) == 0
+    ckpt = Checkpointer(next(tmp_path.glob("meanemb-*")))
+    for path in (ckpt.path, ckpt.previous):
+        path.write_bytes(path.read_bytes()[:500])
+    capsys.readouterr()
+    assert cli("meanemb", [*argv, "--resume", "true"]) == 2
+    err = capsys.readouterr().err
+    assert f"train_meanemb: error: {ckpt.path} is unreadable (truncated or corrupt" in err
+    assert f"{ckpt.previous} is unreadable" in err and "Traceback" not in err

@@ -135,6 +135,15 @@ def test_evaluate_on_data_the_model_does_not_know_reports_coverage_instead_of_cr
     assert "WARNING" in capsys.readouterr().err
 
 
+def test_main_refuses_a_bad_neural_override_before_any_step_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = mlflow.search_runs(search_all_experiments=True)
+    params = MainParams(synthetic_clicks=15_000, models="pop,sasrec", neural_overrides={"dropout": "x"})
+    with pytest.raises(ValueError, match=r"sasrec: dropout='x' \(str\) is not a float"):
+        run_main(params)
+    assert len(mlflow.search_runs(search_all_experiments=True)) == len(before)
+
+
 def test_main_runs_nested_steps_compares_and_reuses(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SEQREC_CHECKPOINTS", str(tmp_path / "ck"))

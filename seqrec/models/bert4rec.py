@@ -3,9 +3,9 @@ representations from Transformer".
 
 The Transformer encoder of ``seqrec.models.transformer`` with bidirectional attention, trained by
 masked item prediction (the Cloze task): a random ``mask_ratio`` of the clicks of each window (and
-always the last one in a share of the rows, the inference situation) is replaced by a ``[MASK]`` token
-and predicted with a full softmax. At inference the mask is appended after the prefix and its output
-scores the items.
+always the last one in a share of the rows, the inference situation; and at least one per row) is
+replaced by a ``[MASK]`` token and predicted with a full softmax. At inference the mask is appended
+after the prefix and its output scores the items.
 """
 
 from __future__ import annotations
@@ -58,15 +58,26 @@ class BERT4Rec(TransformerEncoder):
         sequence = torch.cat([inputs, targets[:, -1:]], 1)[:, -self.config.max_len :]
         real = sequence > 0
         if self.training:
-            masked = (torch.rand(sequence.shape, device=sequence.device) < self.config.mask_ratio) & real
-            last_only = torch.rand(len(sequence), device=sequence.device) < self.config.mask_ratio
-            masked[:, -1] |= last_only
+            masked = self._training_mask(real)
         else:  # validation loss: the inference situation, only the last click is masked
             masked = torch.zeros_like(real)
             masked[:, -1] = True
-        masked &= real
+            masked &= real
         corrupted = sequence.masked_fill(masked, self.mask_id)
         states = self.encode(corrupted)[masked]  # [masked clicks, hidden]
         logits = self._logits(states, self.item_emb.weight[1 : self.n_items + 1])
         return F.cross_entropy(logits.float(), sequence[masked] - 1,
                                label_smoothing=self.config.label_smoothing if self.training else 0.0)
+
+    def _training_mask(self, real: torch.Tensor) -> torch.Tensor:
+        """The clicks to mask ``[B, L]`` among the ``real`` ones: each with probability ``mask_ratio``, the
+        last one also in a ``mask_ratio`` share of the rows, and in a row left without any, its real click
+        of lowest draw (so every row is predicted and no batch has an empty, NaN loss; the draws are the
+        same as without that rule, so rows that had a masked click keep exactly it)."""
+        draws = torch.rand(real.shape, device=real.device)
+        masked = (draws < self.config.mask_ratio) & real
+        masked[:, -1] |= torch.rand(len(real), device=real.device) < self.config.mask_ratio
+        masked &= real
+        lowest = draws.masked_fill(~real, 2.0).argmin(1, keepdim=True)  # draws are < 1: padding never wins
+        fallback = torch.zeros_like(masked).scatter_(1, lowest, True) & real
+        return masked | (fallback & ~masked.any(1, keepdim=True))

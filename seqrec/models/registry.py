@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 import seqrec.models
+from seqrec.configs import check_types
 from seqrec.models.base import SequenceModel
 from seqrec.models.presets import PRESETS
 
@@ -56,7 +57,8 @@ def preset(name: str, preset_name: str) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 def make_config(name: str, values: dict[str, Any], also: tuple[type, ...] = ()) -> Any:
-    """Model ``name``'s config with ``values``; a field it does not have is refused by name.
+    """Model ``name``'s config with ``values``; a field it does not have, or a value of another type than
+    its field's, is refused by name.
 
     ``also``: the other config classes the caller accepts fields of, named in the error message.
     """
@@ -65,6 +67,7 @@ def make_config(name: str, values: dict[str, Any], also: tuple[type, ...] = ()) 
         expected = ", ".join(c.__name__ for c in (model_class(name).config_class, *also))
         raise ValueError(f"unknown parameter(s) {sorted(unknown)} for {name}{_elsewhere(name, unknown)}; "
                          f"expected fields of {expected}")
+    check_types(name, model_class(name).config_class, values)
     return model_class(name).config_class(**values)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Literal
 
 
 def int_arg(value: str) -> int:
@@ -22,6 +23,11 @@ def bool_arg(value: str) -> bool:
     if lowered in ("false", "0", "no"):
         return False
     raise ValueError(f"expected true or false, got {value!r}")
+
+
+def resume_arg(value: str) -> bool | Literal["auto"]:
+    """Parse ``--resume``: ``auto`` or a bool (``true/false/1/0/yes/no``)."""
+    return "auto" if value.strip().lower() == "auto" else bool_arg(value)
 
 
 def parse_value(text: str) -> int | float | bool | str:
@@ -53,11 +59,11 @@ def run_step(step: str, action: Callable[[], str]) -> int:
     parameter, missing file or model) becomes one line on stderr and exit status 2."""
     from mlflow.exceptions import MlflowException
 
-    from seqrec.trainer import TrainingDiverged
+    from seqrec.trainer import CheckpointError, TrainingDiverged
 
     try:
         summary = action()
-    except (ValueError, TypeError, FileNotFoundError, MlflowException, TrainingDiverged) as exc:
+    except (ValueError, TypeError, FileNotFoundError, MlflowException, TrainingDiverged, CheckpointError) as exc:
         print(f"{step}: error: {exc}", file=sys.stderr)
         return 2
     if summary:

@@ -25,6 +25,7 @@ from seqrec import tracking
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.preprocess import PreprocessConfig, file_digest
 from seqrec.models.baselines import BASELINES
+from seqrec.trainer import split_overrides
 from seqrec.workflow.baseline import run_baseline
 from seqrec.workflow.eda import run_eda
 from seqrec.workflow.neural import run_neural
@@ -129,6 +130,12 @@ def _wanted(models: str) -> set[str]:
 def run_main(params: MainParams) -> dict:
     """Run the pipeline; returns the child run ids and the comparison rows."""
     wanted = _wanted(params.models)
+    overrides = dict(params.neural_overrides)
+    if params.epochs:
+        overrides["epochs"] = params.epochs
+    for model, preset in NEURAL:  # a bad override is refused before any step runs, not hours later
+        if model in wanted:
+            split_overrides(model, preset, overrides)
     results: dict = {"runs": {}}
     with tracking.start_run("main", run_name="main"):
         tracking.log_params({k: v for k, v in asdict(params).items() if k != "neural_overrides"})
@@ -153,9 +160,6 @@ def run_main(params: MainParams) -> dict:
             if model in wanted:
                 results["runs"][model] = reuse_or_run(
                     f"train_baseline:{model}", digest, lambda m=model: run_baseline(data_dir, m, nested=True))[0]
-        overrides = dict(params.neural_overrides)
-        if params.epochs:
-            overrides["epochs"] = params.epochs
         for model, preset in NEURAL:
             if model in wanted:
                 payload = {**digest, "preset": preset, "overrides": overrides}

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
 import torch
@@ -39,17 +39,22 @@ from seqrec.trainer import (
 from seqrec.workflow.plots import plot_curves
 from seqrec.workflow.report import log_final_metrics, log_inputs, log_trained_model
 
+Resume = bool | Literal["auto"]
+
 
 def run_neural(model_name: str, data_dir: str, preset: str = "default", overrides: dict | None = None,
-               resume: bool = False, nested: bool = False) -> tuple[str, dict[str, float]]:
+               resume: Resume = False, nested: bool = False) -> tuple[str, dict[str, float]]:
     """Train one neural model with the select-then-refit protocol in one MLflow run.
 
-    Under torchrun every rank trains; only rank 0 logs to MLflow (the others return ``("", {})``).
+    ``resume``: ``True`` continues the run of the same settings and data from its last checkpoint (and
+    stops with an error if there is none), ``"auto"`` continues it if there is one and starts a new run
+    otherwise (saying so), ``False`` starts a new run. Under torchrun every rank trains; only rank 0 logs
+    to MLflow (the others return ``("", {})``).
     """
-    data = ProcessedDataset.load(data_dir)
     model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides or {})
+    data = ProcessedDataset.load(data_dir)
     if not distributed.init_distributed(runtime.device):
-        _train_quietly(model_name, data, model_cfg, train_cfg, runtime, resume)
+        _train_quietly(model_name, data, model_cfg, train_cfg, runtime)
         distributed.leave_process_group()
         return "", {}
     params = {**{f"model.{k}": v for k, v in asdict(model_cfg).items()},
@@ -67,7 +72,7 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
         trainer = Trainer(_builder(model_name, data, model_cfg), data, train_cfg, checkpointer,
                           _epoch_logger(model_name), runtime)
         started = time.perf_counter()
-        model, history, test = trainer.run(resume=resume)
+        model, history, test = trainer.run(resume=run_id is not None)
         wall = time.perf_counter() - started
         model_id = _log_model_and_curves(model, history, data, f"{model_name} ({preset})", tags,
                                          {"preset": preset, **params_logged})
@@ -84,16 +89,37 @@ def _builder(model_name: str, data: ProcessedDataset, model_cfg: Any) -> Callabl
 
 
 def _checkpoint_directory(model_name: str, params: dict, data: ProcessedDataset,
-                          resume: bool) -> tuple[Checkpointer, str | None]:
-    """The run's checkpoints (named by model, parameters and data; shared with the other ranks) and,
-    when resuming, the MLflow run to continue; without ``resume`` an old checkpoint is discarded."""
-    checkpointer = Checkpointer(CHECKPOINT_ROOT / f"{model_name}-{run_key(model_name, params, data)}")
-    distributed.from_main(str(checkpointer.directory))
+                          resume: Resume) -> tuple[Checkpointer, str | None]:
+    """The run's checkpoints (named by ``run_key``) and the MLflow run to continue, if any; a new run
+    discards old checkpoints of its key. The other ranks get the directory and whether to resume (or
+    ``None`` when ``resume=True`` finds nothing, and rank 0 stops with the error)."""
+    key = run_key(model_name, params, data, distributed.rank_and_world()[1])
+    checkpointer = Checkpointer(CHECKPOINT_ROOT / f"{model_name}-{key}")
     run_file = checkpointer.directory / "run.json"
     run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.exists() else None
-    if not resume and checkpointer.path.exists():
-        checkpointer.path.unlink()
+    if resume and run_id is None:
+        others = sorted(p.name for p in CHECKPOINT_ROOT.glob(f"{model_name}-*") if p != checkpointer.directory)
+        missing = (f"no checkpoint of a {model_name} run with these settings and data under {checkpointer.directory} "
+                   f"(its key: the dataset's digest, the model and training settings with the seed, and the "
+                   f"process count; not the data path nor runtime switches){_other_runs(others)}")
+        if resume is True:
+            distributed.from_main(None)  # the other ranks return and leave the group with this one
+            distributed.leave_process_group()
+            raise ValueError(f"resume=true: {missing}. Run with resume=auto to start a new run when there is "
+                             f"nothing to resume, or with resume=false to start a new one")
+        print(f"train_{model_name}: resume=auto: {missing}; starting a new run", flush=True)
+    if run_id is None:
+        checkpointer.clear()
+    distributed.from_main((str(checkpointer.directory), run_id is not None))
     return checkpointer, run_id
+
+
+def _other_runs(names: list[str]) -> str:
+    """A hint naming the checkpoints of other settings of the same model, if any."""
+    if not names:
+        return ""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"; checkpoints of other settings: {shown}"
 
 
 def _epoch_logger(model_name: str) -> EpochCallback:
@@ -132,9 +158,12 @@ def _summary(model: SequenceModel, history: History, wall: float) -> dict[str, f
 
 
 def _train_quietly(model_name: str, data: ProcessedDataset, model_cfg: Any, train_cfg: TrainConfig,
-                   runtime: RuntimeConfig, resume: bool) -> None:
+                   runtime: RuntimeConfig) -> None:
     """A non-zero rank: the same training, without MLflow, checkpoints or evaluation."""
-    directory = distributed.from_main(None)  # rank 0's checkpoint directory
+    decision = distributed.from_main(None)  # rank 0's checkpoint directory and whether to resume
+    if decision is None:  # nothing to resume: rank 0 reports it
+        return
+    directory, resume = decision
     Trainer(_builder(model_name, data, model_cfg), data, train_cfg, Checkpointer(Path(directory)),
             runtime=replace(runtime, progress=False)).run(resume=resume)
 
@@ -143,14 +172,17 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
     """Command line of a ``train_<model>`` entry point; extra ``--key value`` pairs override any field."""
     import argparse
 
-    from seqrec.workflow.cli import bool_arg, extra_overrides, int_arg, parse_overrides, run_step
+    from seqrec.workflow.cli import extra_overrides, int_arg, parse_overrides, resume_arg, run_step
 
     p = argparse.ArgumentParser(description=f"Train {model_name}: select on valid, refit, test, log to MLflow.")
     p.add_argument("--data", required=True, help="processed dataset directory")
     p.add_argument("--preset", default="default", help="tiny | sample | default (| small | medium | large)")
     p.add_argument("--epochs", type=int_arg, default=0, help="maximum epochs (0: the preset's)")
     p.add_argument("--device", default="", help="auto | cpu | cuda (empty: auto)")
-    p.add_argument("--resume", type=bool_arg, default=False, help="continue the interrupted run")
+    p.add_argument("--resume", type=resume_arg, default=False,
+                   help="true: continue the interrupted run of the same settings and data from its last "
+                        "checkpoint, and stop with an error if there is none; auto: continue it if there is one, "
+                        "else start a new run (saying so); false: start a new run")
     p.add_argument("--params", default="", help="overrides as key=value,key=value")
     p.add_argument("--nproc", type=int_arg, default=1, help="processes: > 1 relaunches itself under torchrun (DDP)")
     args, extra = p.parse_known_args(argv)

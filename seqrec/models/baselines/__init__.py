@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from seqrec.configs import check_types
 from seqrec.models.baselines.base import Baseline
 from seqrec.models.baselines.popularity import Pop, SessionPop
 from seqrec.models.baselines.rules import AssociationRules, ItemKNN, SequentialRules
@@ -12,17 +13,21 @@ BASELINES = ("pop", "spop", "itemknn", "ar", "sr", *VARIANTS)
 
 def make_baseline(name: str, **params) -> Baseline:
     """Build a baseline by its name (``pop``, ``spop``, ``itemknn``, ``ar``, ``sr``, ``sknn``, ``vsknn``,
-    ``stan``, ``vstan``) with optional hyper-parameter overrides."""
-    from dataclasses import replace
+    ``stan``, ``vstan``) with optional hyper-parameter overrides, checked against its config's fields."""
+    from dataclasses import fields, replace
 
+    classes = {"pop": Pop, "spop": SessionPop, "itemknn": ItemKNN, "ar": AssociationRules, "sr": SequentialRules}
+    if name not in VARIANTS and name not in classes:
+        raise ValueError(f"unknown baseline {name!r}, expected one of {BASELINES}")
+    default = VARIANTS[name] if name in VARIANTS else classes[name]().config
+    unknown = set(params) - {f.name for f in fields(default)}
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for baseline {name}; "
+                         f"expected fields of {type(default).__name__}: {[f.name for f in fields(default)]}")
+    check_types(name, type(default), params)
     if name in VARIANTS:
         return SessionKNN.variant(name, **params)
-    classes = {"pop": Pop, "spop": SessionPop, "itemknn": ItemKNN, "ar": AssociationRules, "sr": SequentialRules}
-    if name not in classes:
-        raise ValueError(f"unknown baseline {name!r}, expected one of {BASELINES}")
-    cls = classes[name]
-    default = cls().config
-    return cls(replace(default, **params))
+    return classes[name](replace(default, **params))
 
 
 __all__ = ["BASELINES", "Baseline", "make_baseline"]
