@@ -68,11 +68,48 @@ def _leave_default_experiment(experiment: str) -> None:
     os.environ["SEQREC_LAUNCHER_RUN_ID"] = launcher
 
 
+class TrackingUnreachable(ConnectionError):
+    """The MLflow tracking server cannot be reached (refused, unknown host, timed out)."""
+
+
+_REACHED: set[str] = set()
+
+
+def check_tracking_server() -> None:
+    """Fail fast, in one line naming the URI, when an HTTP tracking server cannot be reached: one cheap
+    request (search one experiment), once per process and URI; local stores (SQLite, files) need none."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")) or uri in _REACHED:
+        return
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # MLflow wraps the requests error in an MlflowException with a long message
+        cause = exc.__cause__ or exc.__context__
+        unreached = ("failed with exception", "failed with timeout exception")  # not an HTTP error status
+        if not (isinstance(exc, OSError) or _is_connection_error(cause) or any(u in str(exc) for u in unreached)):
+            raise  # the server answered (e.g. an authorisation error): MLflow's own message says why
+        reason = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+        why = reason.group(1).strip() if reason else ("timed out" if "timeout" in str(exc).lower() else
+                                                      type(cause or exc).__name__)
+        raise TrackingUnreachable(f"the MLflow tracking server at {uri} cannot be reached ({why}): start it, or "
+                                  f"set MLFLOW_TRACKING_URI to a reachable server (or unset it for the local "
+                                  f"mlflow.db)") from None
+    _REACHED.add(uri)
+
+
+def _is_connection_error(exc: BaseException | None) -> bool:
+    import requests
+
+    return isinstance(exc, (OSError, requests.exceptions.ConnectionError, requests.exceptions.Timeout))
+
+
 @contextmanager
 def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = False,
               run_name: str | None = None, experiment: str = EXPERIMENT,
               run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """Start (or join, under ``mlflow run``; or reopen ``run_id`` to resume) a run tagged with its step."""
+    """Start (or join, under ``mlflow run``; or reopen ``run_id`` to resume) a run tagged with its step.
+    An unreachable tracking server is a :class:`TrackingUnreachable` error here, before the step's work."""
+    check_tracking_server()
     _leave_default_experiment(experiment)
     if not os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
         mlflow.set_experiment(experiment)

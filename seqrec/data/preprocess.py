@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -275,7 +276,8 @@ def _write_atomically(out: Path, stats: dict, splits: dict[str, SessionSplit], v
                       category: np.ndarray, clicks_per_item: np.ndarray, buys: Buys | None) -> None:
     """Write into a temporary sibling directory, then swap it into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    _remove_leftovers(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         for split_name, split in splits.items():
             split.save(tmp / "splits" / split_name)
@@ -299,3 +301,25 @@ def _write_atomically(out: Path, stats: dict, splits: dict[str, SessionSplit], v
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove the temporary siblings of ``out`` (``.NAME.tmp-PID-*``, ``.NAME.old-PID``) that a killed
+    writer left behind; those of a process still alive (a concurrent writer) are left alone."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(?:tmp|old)-(\d+)(?:-.*)?")
+    for path in out.parent.glob(f".{out.name}.*"):
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

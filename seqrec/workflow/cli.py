@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from typing import Literal
@@ -63,12 +64,23 @@ def run_step(step: str, action: Callable[[], str]) -> int:
 
     try:
         summary = action()
-    except (ValueError, TypeError, FileNotFoundError, MlflowException, TrainingDiverged, CheckpointError) as exc:
+    except (ValueError, TypeError, MlflowException, TrainingDiverged, CheckpointError) as exc:
         print(f"{step}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a missing file, a full disk, no permission, an unreachable tracking server
+        print(f"{step}: error: {os_error(exc)}", file=sys.stderr)
         return 2
     if summary:
         print(f"{step}: {summary}")
     return 0
+
+
+def os_error(exc: OSError) -> str:
+    """An ``OSError`` in one line that names the file (``No space left on device: data/x/items.npy``)."""
+    if exc.strerror and exc.filename is not None:
+        hint = " (the disk is full: free space or write elsewhere)" if exc.errno == errno.ENOSPC else ""
+        return f"{exc.strerror}: {exc.filename}{hint}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def extra_overrides(extra: list[str]) -> dict:

@@ -132,9 +132,21 @@ def run_register(data: str = "", metric: str = DEFAULT_METRIC, name: str = "seqr
                 f"make the best model of {dataset!r} the champion anyway.")
         current = metric_of(champion, metric)
         if champion_digest == digest and (champion.model_id == best.model_id or current >= value):
+            if not _promoted(version):  # a register killed after moving the alias: finish its work
+                return _promote(champion, name, metric, current, dataset, digest, nested, experiment)
             return {"changed": False, "version": version.version, "run_id": champion.source_run_id,
                     "model_id": champion.model_id, "dataset": dataset, metric: current}
     return _promote(best, name, metric, value, dataset, digest, nested, experiment)
+
+
+# the tags ``_promote`` writes on the champion's version, last: all present = the promotion finished
+VERSION_TAGS = ("selection_metric", "run_id", "model_id", tracking.TAG_MODEL, tracking.TAG_PRESET,
+                tracking.TAG_DATASET, tracking.TAG_DIGEST)
+
+
+def _promoted(version) -> bool:
+    """Whether ``_promote`` finished on ``version`` (a kill after the alias moved leaves tags missing)."""
+    return set(VERSION_TAGS) <= set(version.tags or {})
 
 
 def _promote(best: LoggedModel, name: str, metric: str, value: float, dataset: str, digest: str, nested: bool,
