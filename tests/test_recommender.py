@@ -125,6 +125,18 @@ def record_blocks(monkeypatch, scorer) -> list[tuple[int, int]]:
     return blocks
 
 
+def rank_within_budget(monkeypatch, recommender: Recommender, budget: int, k: int) -> list[tuple[int, int]]:
+    """Rank mixed sessions under a score budget: the answers equal the reference and every scored block
+    fits the budget; returns the blocks' shapes."""
+    monkeypatch.setattr(rec, "SCORE_BUDGET", budget)
+    blocks = record_blocks(monkeypatch, recommender.scorer)
+    sessions = mixed_sessions(recommender.n_items)
+    answers, blocks = recommender.recommend(sessions, k), blocks.copy()
+    assert_same(answers, reference(recommender, sessions, [k] * len(sessions)))
+    assert max((rows * items for rows, items in blocks), default=0) <= budget
+    return blocks
+
+
 @pytest.mark.parametrize(("budget", "k", "chunks"), [
     (1 << 22, 10, 0),  # all rows, whole score rows
     (64, 10, 5),  # one row per batch, chunks of 64 items
@@ -135,12 +147,7 @@ def test_neural_scorer_matches_a_full_row_ranking_with_item_chunks(monkeypatch, 
     n_items = 300
     model = SASRec(n_items, SASRecConfig(max_len=8, hidden=16, blocks=1, heads=1)).eval()
     recommender = Recommender(model, raw_ids(n_items), popularity(n_items), max_len=8)
-    monkeypatch.setattr(rec, "SCORE_BUDGET", budget)
-    blocks = record_blocks(monkeypatch, model)
-    sessions = mixed_sessions(n_items)
-    answers, blocks = recommender.recommend(sessions, k), blocks.copy()
-    assert_same(answers, reference(recommender, sessions, [k] * len(sessions)))
-    assert max((rows * items for rows, items in blocks), default=0) <= budget
+    blocks = rank_within_budget(monkeypatch, recommender, budget, k)
     assert sum(items for _, items in blocks[:chunks]) == (n_items if chunks else 0)  # the first batch's chunks
 
 
@@ -149,12 +156,7 @@ def test_ties_go_to_the_lower_id_across_item_chunks(monkeypatch, budget, k):
     n_items = 50
     scorer = TiedScorer(n_items)
     recommender = Recommender(scorer, raw_ids(n_items), popularity(n_items), max_len=4)
-    monkeypatch.setattr(rec, "SCORE_BUDGET", budget)
-    blocks = record_blocks(monkeypatch, scorer)
-    sessions = mixed_sessions(n_items)
-    answers, blocks = recommender.recommend(sessions, k), blocks.copy()
-    assert_same(answers, reference(recommender, sessions, [k] * len(sessions)))
-    assert max((rows * items for rows, items in blocks), default=0) <= budget
+    rank_within_budget(monkeypatch, recommender, budget, k)
 
 
 def test_rank_keys_order_special_values_and_ties():
