@@ -169,14 +169,16 @@ def log_params(params: dict) -> None:
         mlflow.log_params(fresh)
 
 
-def log_metrics_at(metrics: dict[str, float], step: int | None = None) -> None:
-    """Log metrics at ``step``; a non-finite value is an error naming the metric(s), never silently dropped
-    (it means the model or its evaluation is broken, and MLflow rejects NaN in some stores)."""
+def log_metrics_at(metrics: dict[str, float], step: int | None = None, model_id: str | None = None,
+                   dataset: MetaDataset | None = None) -> None:
+    """Log metrics at ``step``, linked to the LoggedModel ``model_id`` and the ``dataset`` they were measured
+    on when given; a non-finite value is an error naming the metric(s), never silently dropped (it means
+    the model or its evaluation is broken, and MLflow rejects NaN in some stores)."""
     bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
     if bad:
         where = "" if step is None else f" at step {step}"
         raise ValueError(f"non-finite metric value(s){where}: {bad}; the model or its evaluation is broken")
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, model_id=model_id, dataset=dataset)
 
 
 def model_requirements() -> list[str]:
@@ -224,15 +226,6 @@ def log_model(recommender: Recommender, example_session: list[str], params: dict
         finally:
             pyfunc_log.setLevel(level)
     return info
-
-
-def log_model_metrics(model_id: str, metrics: dict[str, float], dataset: MetaDataset | None = None) -> None:
-    """Log final metrics on the active run, linked to the LoggedModel ``model_id`` (and the dataset
-    they were measured on); a non-finite value is an error, never silently dropped."""
-    bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
-    if bad:
-        raise ValueError(f"non-finite metric value(s) {bad}: the model or its evaluation is broken")
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=model_id, dataset=dataset)
 
 
 class SplitDataset(MetaDataset):

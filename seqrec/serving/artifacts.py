@@ -67,8 +67,3 @@ def load_recommender(directory: str | Path) -> Recommender:
     raw_ids[0] = ""
     popularity = np.load(directory / "popularity.npy", allow_pickle=False)
     return Recommender(_build_scorer(config, directory), raw_ids, popularity, int(config["max_len"]))
-
-
-def describe_saved(directory: str | Path) -> dict:
-    """The saved ``recommender.json`` (model name, kind, config, catalogue size, ``max_len``)."""
-    return json.loads((Path(directory) / CONFIG_FILE).read_text())

@@ -57,8 +57,7 @@ class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
 
     _skip_type_hint_validation = True  # SIGNATURE describes the input; no type-hint validation (or warning)
 
-    def __init__(self, recommender: Recommender | None = None):
-        self.recommender = recommender
+    recommender: Recommender | None = None  # set by load_context
 
     def load_context(self, context) -> None:
         from seqrec.serving.artifacts import load_recommender

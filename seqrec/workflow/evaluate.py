@@ -16,12 +16,19 @@ import numpy as np
 import torch
 
 from seqrec import tracking
-from seqrec.data.dataset import ProcessedDataset
+from seqrec.data.dataset import ProcessedDataset, SessionSplit
 from seqrec.evaluation import evaluate
 from seqrec.serving.recommender import Recommender
 from seqrec.workflow.report import log_inputs, log_test_plots
 
 LOW_COVERAGE = 0.5  # below this share of known test clicks the step warns
+
+
+def model_ids(recommender: Recommender, raw_ids: np.ndarray) -> np.ndarray:
+    """The model's dense id of each dataset item (index = the dataset's dense id); 0 where unknown."""
+    to_model = np.array([recommender.index.get(str(raw), 0) for raw in raw_ids], dtype=np.int64)
+    to_model[0] = 0
+    return to_model
 
 
 class RemappedScorer:
@@ -32,10 +39,8 @@ class RemappedScorer:
     unknown to the model score -inf.
     """
 
-    def __init__(self, recommender: Recommender, raw_ids: np.ndarray):
+    def __init__(self, recommender: Recommender, to_model: np.ndarray):
         self.recommender = recommender
-        to_model = np.array([recommender.index.get(str(raw), 0) for raw in raw_ids], dtype=np.int64)
-        to_model[0] = 0
         self.to_model = torch.from_numpy(to_model)
         self.known = self.to_model > 0
 
@@ -49,20 +54,13 @@ class RemappedScorer:
         return out
 
 
-def known_shares(recommender: Recommender, data: ProcessedDataset) -> dict[str, float]:
+def known_shares(to_model: np.ndarray, test: SessionSplit) -> dict[str, float]:
     """How much of the dataset the model knows: items, test clicks, test sessions with a known click."""
-    known = np.array([str(raw) in recommender.index for raw in data.raw_ids], dtype=bool)
-    known[0] = False
-    test = data.split("test")
+    known = to_model > 0
     click_known = known[test.items]
     session_known = np.add.reduceat(click_known.astype(np.int64), test.offsets[:-1]) > 0
     return {"known_items_share": float(known[1:].mean()), "known_test_clicks_share": float(click_known.mean()),
             "known_test_sessions_share": float(session_known.mean())}
-
-
-def _same_mapping(recommender: Recommender, data: ProcessedDataset) -> bool:
-    return len(recommender.raw_ids) == len(data.raw_ids) and all(
-        str(a) == str(b) for a, b in zip(recommender.raw_ids[1:], data.raw_ids[1:], strict=True))
 
 
 def run_evaluate(data_dir: str, model_uri: str, nested: bool = False) -> tuple[str, dict[str, float]]:
@@ -70,13 +68,14 @@ def run_evaluate(data_dir: str, model_uri: str, nested: bool = False) -> tuple[s
     data = ProcessedDataset.load(data_dir)
     info = mlflow.models.get_model_info(model_uri)
     recommender = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().recommender
-    same_mapping = _same_mapping(recommender, data)
-    shares = known_shares(recommender, data)
+    to_model = model_ids(recommender, data.raw_ids)
+    same_mapping = len(to_model) == len(recommender.raw_ids) and bool((to_model == np.arange(len(to_model))).all())
+    shares = known_shares(to_model, data.split("test"))
     if shares["known_test_clicks_share"] < LOW_COVERAGE:
         print(f"evaluate: WARNING: the model knows only {shares['known_test_clicks_share']:.1%} of the test clicks "
               f"and {shares['known_items_share']:.1%} of the items of {data.name}: it was trained on other data, "
               f"so these metrics measure mostly its popularity fallback", file=sys.stderr)
-    scorer = recommender.scorer if same_mapping else RemappedScorer(recommender, data.raw_ids)
+    scorer = recommender.scorer if same_mapping else RemappedScorer(recommender, to_model)
     tags = {"seqrec.evaluated_run_id": info.run_id or "", "seqrec.evaluated_model_id": info.model_id or "",
             "seqrec.model_uri": model_uri, **tracking.dataset_tags(data.stats)}
     if info.run_id:
@@ -87,9 +86,6 @@ def run_evaluate(data_dir: str, model_uri: str, nested: bool = False) -> tuple[s
         result = evaluate(scorer, data.split("test"), data.n_items, recommender.max_len, popularity=data.popularity,
                           desc="evaluate")
         metrics = {**result.prefixed("test"), **shares}
-        if info.model_id:
-            tracking.log_model_metrics(info.model_id, metrics, datasets["test"])
-        else:
-            tracking.log_metrics_at(metrics)
+        tracking.log_metrics_at(metrics, model_id=info.model_id, dataset=datasets["test"])
         log_test_plots(result)
         return run.info.run_id, metrics

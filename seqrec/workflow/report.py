@@ -50,7 +50,7 @@ def log_final_metrics(model_id: str, datasets: dict[str, tracking.SplitDataset],
     """``best_val_*`` (validation Recall/MRR/NDCG at the selected epoch, linked to the valid split), ``test_*``
     (linked to the test split) and ``extra`` (times, sizes), all linked to the LoggedModel."""
     ranking = {f"best_{k}": v for k, v in best_val.items() if k.startswith(("val_recall", "val_mrr", "val_ndcg"))}
-    tracking.log_model_metrics(model_id, ranking, datasets.get("valid"))
-    tracking.log_model_metrics(model_id, test.prefixed("test"), datasets.get("test"))
-    tracking.log_model_metrics(model_id, extra)
+    tracking.log_metrics_at(ranking, model_id=model_id, dataset=datasets.get("valid"))
+    tracking.log_metrics_at(test.prefixed("test"), model_id=model_id, dataset=datasets.get("test"))
+    tracking.log_metrics_at(extra, model_id=model_id)
     log_test_plots(test)
