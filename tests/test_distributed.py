@@ -22,19 +22,11 @@ def test_two_processes_match_one_and_log_one_run(model, processed, tmp_path):
     single = subprocess.run([sys.executable, "-m", "seqrec.train", "--model", model, *args],
                             env=env, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
-    double = None
-    for attempt in range(2):
-        # A native crash of a gloo worker mid-epoch (exit code -6 or -11) came from gloo's sparse
-        # all-reduce (heap corruption in backward); under DDP embeddings now have dense gradients and
-        # 14 launches in a row ran clean, but one crash is still retried once with a fresh checkpoint
-        # directory, as crashes were also once seen with SASRec; any other failure fails the test.
-        double = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "seqrec.train", "--model",
-                                 model, *args, "--seed", "0"],
-                                env={**env, "SEQREC_CHECKPOINTS": str(tmp_path / f"ck2-{attempt}")},
-                                capture_output=True, text=True, timeout=600)
-        native_crash = "exitcode: -6" in double.stderr or "exitcode: -11" in double.stderr
-        if double.returncode == 0 or not native_crash:
-            break
+    # Any failure fails the test, native crashes included: benchmarks/stress_ddp.py measures the crash rate.
+    double = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "seqrec.train", "--model",
+                             model, *args, "--seed", "0"],
+                            env={**env, "SEQREC_CHECKPOINTS": str(tmp_path / "ck2")},
+                            capture_output=True, text=True, timeout=600)
     assert double.returncode == 0, double.stderr[-3000:]
     assert double.stdout.count("run ") == 1  # only rank 0 reports
     mlflow.set_tracking_uri(uri)
@@ -42,9 +34,7 @@ def test_two_processes_match_one_and_log_one_run(model, processed, tmp_path):
         runs = mlflow.search_runs(experiment_names=["seqrec"])
     finally:
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    finished = runs[runs["status"] == "FINISHED"]
-    assert len(finished) == 2  # one per successful launch: the single process and the two ranks together
-    runs = finished
+    assert list(runs["status"]) == ["FINISHED", "FINISHED"]  # the single process, and the two ranks together
     a, b = runs.iloc[0], runs.iloc[1]
     for key in ("metrics.test_recall_at_20", "metrics.test_mrr_at_20"):
         assert abs(a[key] - b[key]) < 0.05, (key, a[key], b[key])
