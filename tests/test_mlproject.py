@@ -35,3 +35,13 @@ def test_mlflow_run_preprocess_then_eda_in_the_seqrec_experiment(tmp_path):
     assert sorted(runs["tags.seqrec.step"]) == ["eda", "preprocess"]
     assert (runs["status"] == "FINISHED").all()
     assert runs["metrics.test_predictions"].max() > 0
+
+
+def test_a_step_outside_the_environment_says_what_to_do_in_one_line():
+    """A Python without the dependencies (``-S``: no site-packages) gets one line, not a traceback."""
+    done = subprocess.run([sys.executable, "-S", "-m", "steps.train_sasrec", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "source .venv/bin/activate" in done.stderr
+    assert "torch" in done.stderr and "make run ARGS='-e NAME" in done.stderr
