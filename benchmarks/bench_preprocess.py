@@ -1,9 +1,13 @@
-"""Preprocess a generated file of full YooChoose size (33 M clicks) and print clicks/s, wall time, peak RSS.
+"""Preprocess a generated click log and print wall time, peak RSS and events/s.
 
-    python benchmarks/bench_preprocess.py [--clicks 33003944]
+    python benchmarks/bench_preprocess.py                              # raw YooChoose, 33,003,944 clicks
+    python benchmarks/bench_preprocess.py --format otto --events 15000000  # OTTO-shaped JSON lines
 
-The generated file is cached under benchmarks/.cache. The step runs in a child process (the real
-``steps/preprocess.py`` entry point, MLflow logging included) so its peak memory is measured alone.
+The generated files are cached under benchmarks/.cache (the OTTO one is converted from a generated
+raw file by ``seqrec.data.writers``; every tenth event is a cart, dropped by the default event
+filter). The step runs in a child process (the real ``steps/preprocess.py`` entry point, MLflow
+logging included) so that its peak memory is measured alone. Events/s counts the events in the file;
+the CPU seconds and the load average tell how much a busy machine stretched the wall time.
 """
 
 from __future__ import annotations
@@ -16,29 +20,37 @@ import sys
 import tempfile
 import time
 
-from _common import ROOT, generated_clicks
+from _common import CACHE, ROOT, generated_clicks
 
 from seqrec.data.synthetic import YOOCHOOSE_CLICKS
+from seqrec.data.writers import convert
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--clicks", type=int, default=YOOCHOOSE_CLICKS)
+    p.add_argument("--format", choices=["yoochoose", "otto"], default="yoochoose")
+    p.add_argument("--events", "--clicks", type=int, default=YOOCHOOSE_CLICKS, help="events in the generated file")
     a = p.parse_args()
     started = time.perf_counter()
-    clicks = generated_clicks(a.clicks)
+    path = generated_clicks(a.events)
+    if a.format == "otto":
+        raw = path
+        path = CACHE / f"otto-{a.events}.jsonl"
+        if not path.exists():
+            convert(raw, "otto", path)
     print(f"generated data ready in {time.perf_counter() - started:.1f} s (cached under benchmarks/.cache)")
-    size_gb = clicks.stat().st_size / 1e9
+    size_gb = path.stat().st_size / 1e9
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        cmd = [sys.executable, str(ROOT / "steps" / "preprocess.py"), "--clicks", str(clicks),
+        cmd = [sys.executable, str(ROOT / "steps" / "preprocess.py"), "--clicks", str(path), "--format", a.format,
                "--out", f"{tmp}/processed"]
         started = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, cwd=tmp)
         wall = time.perf_counter() - started
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
-    print(f"preprocess: {a.clicks:,} clicks ({size_gb:.2f} GB) in {wall:.1f} s wall, "
-          f"{a.clicks / wall:,.0f} clicks/s, peak RSS {peak_gb:.2f} GB")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"preprocess {a.format}: {a.events:,} events ({size_gb:.2f} GB) in {wall:.1f} s wall "
+          f"({usage.ru_utime + usage.ru_stime:.1f} s CPU), {a.events / wall:,.0f} events/s, "
+          f"peak RSS {usage.ru_maxrss / 1e6:.2f} GB; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

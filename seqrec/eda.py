@@ -74,6 +74,8 @@ def compute(data: ProcessedDataset, buy_sessions: np.ndarray | None = None) -> t
     _add_repeats(alls, data.n_items, same, cat_of_item, s)
     if buy_sessions is not None:
         _add_buyers(alls, buy_sessions, s)
+    if all((data.path / "splits" / split / "buys.npz").exists() for split in ("train_full", "test")):
+        _add_baskets(data, s, agg)
     _add_per_day(alls.times, data, agg)
     return s, agg
 
@@ -160,6 +162,35 @@ def _add_buyers(alls: SessionSplit, buy_sessions: np.ndarray, s: dict) -> None:
     s["clicks_per_non_buying_session"] = float(lengths[~buyers].mean()) if (~buyers).any() else 0.0
 
 
+def _add_baskets(data: ProcessedDataset, s: dict, agg: dict) -> None:
+    """From the buys joined to train_full and test: conversion by session length, the share of bought items
+    the session clicked, and the time from a session's last click to its first buy of each item."""
+    from seqrec.data.buys import BasketLabels
+
+    lengths, bought_lengths, clicked, delays = [], [], [], []
+    for split_name in ("train_full", "test"):
+        split = data.split(split_name)
+        labels = BasketLabels.load(data.path / "splits" / split_name)
+        n = split.n_sessions
+        lengths.append(split.lengths)
+        bought_lengths.append(split.lengths[labels.buying(n)])
+        click_keys = split.session_of_click().astype(np.int64) * (data.n_items + 1) + split.items
+        clicked.append(np.isin(labels.session * (data.n_items + 1) + labels.item, click_keys) & (labels.item > 0))
+        delays.append(labels.time - split.times[split.offsets[1:] - 1][labels.session])
+    cap = 20
+    per_length = np.bincount(np.minimum(np.concatenate(lengths), cap), minlength=cap + 1)[2:]
+    buying = np.bincount(np.minimum(np.concatenate(bought_lengths), cap), minlength=cap + 1)[2:]
+    agg["conversion_by_length"] = np.divide(buying, per_length, out=np.zeros(len(buying)), where=per_length > 0)
+    agg["sessions_by_length"] = per_length
+    clicked_all, delay = np.concatenate(clicked), np.concatenate(delays)
+    agg["buy_delays"] = delay
+    s["basket_buying_sessions"] = int(sum(len(b) for b in bought_lengths))
+    s["basket_bought_items"] = int(len(clicked_all))
+    s["share_bought_items_clicked"] = float(clicked_all.mean()) if len(clicked_all) else 0.0
+    s["median_seconds_last_click_to_buy"] = float(np.median(delay)) if len(delay) else 0.0
+    s["share_buys_before_last_click"] = float((delay < 0).mean()) if len(delay) else 0.0
+
+
 def _add_per_day(seconds: np.ndarray, data: ProcessedDataset, agg: dict) -> None:
     """Clicks per day since the first click, with the split boundaries to draw over them."""
     day0 = np.floor(seconds.min() / DAY)
@@ -180,6 +211,8 @@ def plot(summary: dict, agg: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     steps = (_plot_session_lengths, _plot_item_popularity, _plot_lorenz_curve, _plot_categories,
              _plot_clicks_by_time, _plot_timing, _plot_split)
+    if "conversion_by_length" in agg:
+        steps = (*steps, _plot_buys)
     return [step(summary, agg, out) for step in steps]
 
 
@@ -249,6 +282,22 @@ def _plot_timing(summary: dict, agg: dict, out: Path) -> Path:
     a2.set(xscale="log", yscale="log", xlabel="session duration in seconds (log scale)", ylabel="sessions (log)",
            title=f"Session duration (median {summary['median_session_seconds']:.0f} s)")
     return _save(fig, out / "timing.png")
+
+
+def _plot_buys(summary: dict, agg: dict, out: Path) -> Path:
+    """Conversion by session length, and the time from a session's last click to its buys."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    conversion = agg["conversion_by_length"]
+    labels = [str(n) for n in range(2, 2 + len(conversion) - 1)] + [f"{1 + len(conversion)}+"]
+    a1.bar(range(len(conversion)), conversion)
+    a1.set_xticks(range(len(conversion)), labels, fontsize=7)
+    a1.set(xlabel="session length (clicks)", ylabel="share of sessions that buy",
+           title=f"Conversion by length ({summary['share_bought_items_clicked']:.0%} of bought items were clicked)")
+    minutes = agg["buy_delays"] / 60.0
+    a2.hist(np.clip(minutes, -60, 120), bins=90)
+    a2.set(xlabel="minutes from the last click to the buy (clipped to -60..120)", ylabel="bought items",
+           title=f"Last click to buy (median {summary['median_seconds_last_click_to_buy'] / 60:.1f} min)")
+    return _save(fig, out / "buys.png")
 
 
 def _plot_split(summary: dict, agg: dict, out: Path) -> Path:

@@ -50,10 +50,13 @@ def _bucket_name(lo: int, hi: int | None) -> str:
 
 @dataclass
 class EvalResult:
-    """Metrics of one evaluation, plus breakdowns by prefix length."""
+    """Metrics of one evaluation, plus breakdowns by prefix length and the rank of every prediction."""
 
     metrics: dict[str, float]
     by_length: dict[str, dict[str, float]] = field(default_factory=dict)
+    # conservative rank of each target, in the split's prediction order (``prediction_positions``): the same
+    # order for every model, so two models' ranks pair up for a significance test
+    ranks: np.ndarray | None = None
 
     def prefixed(self, prefix: str) -> dict[str, float]:
         """Metrics named ``{prefix}_{name}`` (e.g. ``test_recall_at_20``) for MLflow."""
@@ -162,12 +165,13 @@ def evaluate(
     metrics.update(_coverage_and_popularity(ranked.recommended, n_items, popularity))
     metrics["tied_predictions"] = float(ranked.tied.sum())
     metrics["predictions"] = float(len(ranked.ranks))
-    return EvalResult(metrics, _by_length(ranked.ranks, ranked.prefix_len))
+    return EvalResult(metrics, _by_length(ranked.ranks, ranked.prefix_len), ranked.ranks)
 
 
 def _rank_split(model: Scorer | SequenceModel, split: SessionSplit, n_items: int, max_len: int, batch_size: int,
                 progress: bool, desc: str) -> _Ranked:
-    """Rank the target of every prediction of ``split``, batch by batch on the model's device."""
+    """Rank the target of every prediction of ``split``, batch by batch on the model's device; the results
+    come back in the split's prediction order."""
     device = device_of(model)
     items = np.asarray(split.items, dtype=np.int64)
     starts, targets = split.prediction_positions()
@@ -188,7 +192,9 @@ def _rank_split(model: Scorer | SequenceModel, split: SessionSplit, n_items: int
         rank, tie = ranking.result()
         ranks[lo:hi], tied[lo:hi] = rank.cpu().numpy(), tie.cpu().numpy()
         recommended += np.bincount(ranking.top_items.cpu().numpy().ravel(), minlength=n_items + 1)
-    return _Ranked(ranks, tied, targets - starts, recommended)
+    unsorted = np.empty_like(order)
+    unsorted[order] = np.arange(n)
+    return _Ranked(ranks[unsorted], tied[unsorted], (targets - starts)[unsorted], recommended)
 
 
 def _coverage_and_popularity(recommended: np.ndarray, n_items: int,

@@ -201,14 +201,15 @@ def model_requirements() -> list[str]:
 
 def log_model(recommender: Recommender, example_session: list[str], params: dict | None = None,
               tags: dict[str, str] | None = None, model_type: str = "") -> ModelInfo:
-    """Log ``recommender`` as the active run's LoggedModel ``model``: code (the ``seqrec`` package)
-    plus weights and config files, a signature with the ``k`` parameter, and an input example."""
+    """Log ``recommender`` (or a :class:`~seqrec.serving.basket.BasketPredictor`) as the active run's
+    LoggedModel ``model``: code (the ``seqrec`` package) plus weights and config files, a signature with the
+    ``k`` parameter, and an input example."""
     import pandas as pd
 
     import seqrec
     from seqrec.serving import mlflow_model
     from seqrec.serving.artifacts import save_recommender
-    from seqrec.serving.pyfunc import ARTIFACT, SIGNATURE
+    from seqrec.serving.pyfunc import ARTIFACT, signature_of
 
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_log.level
@@ -219,7 +220,7 @@ def log_model(recommender: Recommender, example_session: list[str], params: dict
         try:
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=mlflow_model.__file__, artifacts={ARTIFACT: str(saved)},
-                code_paths=[str(Path(seqrec.__file__).parent)], signature=SIGNATURE,
+                code_paths=[str(Path(seqrec.__file__).parent)], signature=signature_of(recommender),
                 input_example=pd.DataFrame({"session": [example_session]}),
                 pip_requirements=model_requirements(), params={k: str(v) for k, v in (params or {}).items()},
                 tags=tags, model_type=model_type or None)

@@ -27,10 +27,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -82,6 +82,7 @@ class RuntimeConfig:
     progress: bool = True  # tqdm progress bars
     threads: int = 0  # torch CPU threads (0: torch's default)
     compile: bool = False  # torch.compile the training step's model (dynamic shapes)
+    max_seconds: float = 0.0  # end the selection after the epoch that passes this wall time (0: no limit)
 
 
 def split_overrides(model_name: str, preset: str, overrides: dict[str, Any]) -> tuple[Any, TrainConfig, RuntimeConfig]:
@@ -277,6 +278,15 @@ def _unreadable_because(exc: Exception) -> str:
 
 
 EpochCallback = Callable[[str, int, dict], None]
+# a fresh model, given the item popularity of the phase's own training split (``split_popularity``)
+ModelFactory = Callable[[torch.Tensor], SequenceModel]
+
+
+def split_popularity(split: SessionSplit, n_items: int) -> torch.Tensor:
+    """Clicks of each item in ``split`` ``[n_items + 1]`` (padding 0): what a phase's popularity-sampled
+    negatives and logQ corrections use. Selection counts train_tr only, so no valid click reaches ``val_*``;
+    the refit counts train_full (as the served model's popular items do)."""
+    return torch.from_numpy(np.bincount(split.items, minlength=n_items + 1).astype(np.float32))
 
 
 @dataclass
@@ -288,6 +298,7 @@ class Phase:
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     split: SessionSplit
+    popularity: torch.Tensor  # item clicks of ``split`` (``split_popularity``)
     engine: nn.Module | None = None  # DistributedDataParallel and/or torch.compile wrapper, if any
     averaged: AveragedModel | None = None  # the moving average of the weights (ema > 0)
 
@@ -300,7 +311,7 @@ class Phase:
 class Trainer:
     """Runs the select-then-refit protocol for one model factory."""
 
-    def __init__(self, build_model: Callable[[], SequenceModel], data: ProcessedDataset, cfg: TrainConfig,
+    def __init__(self, build_model: ModelFactory, data: ProcessedDataset, cfg: TrainConfig,
                  checkpointer: Checkpointer, on_epoch: EpochCallback | None = None,
                  runtime: RuntimeConfig | None = None):
         if not cfg.select_metric.startswith("val_"):
@@ -315,25 +326,21 @@ class Trainer:
         self.rank, self.world = distributed.rank_and_world()
         self.is_main = self.rank == 0
 
-    @cached_property
-    def popularity(self) -> torch.Tensor:
-        """Training clicks of each item ``[n_items + 1]``: what GRU4Rec's negatives are drawn by."""
-        return torch.as_tensor(self.data.popularity, dtype=torch.float32)
-
-    def _loader(self, model: SequenceModel, split: SessionSplit, epoch: int,
-                train: bool = True) -> SequenceLoader | SessionParallelBatches:
-        """A training loader (this rank's shard, shuffled) or a validation one (whole split, in order)."""
+    def _loader(self, model: SequenceModel, split: SessionSplit, epoch: int, train: bool = True,
+                popularity: torch.Tensor | None = None) -> SequenceLoader | SessionParallelBatches:
+        """A training loader (this rank's shard, shuffled, negatives drawn by ``popularity``) or a validation
+        one (whole split, in order)."""
         batch_size, rank, world = self.runtime.eval_batch_size, 0, 1
         if train:
             batch_size, rank, world = max(1, self.cfg.batch_size // self.world), self.rank, self.world
         return make_loader(model.loader_spec(), split, batch_size, seed=self.cfg.seed, epoch=epoch, train=train,
-                           rank=rank, world_size=world, popularity=self.popularity, device=self.device)
+                           rank=rank, world_size=world, popularity=popularity, device=self.device)
 
     # -- one phase --------------------------------------------------------------------------------
     def _train_epoch(self, phase: Phase, epoch: int) -> float:
         phase.model.train()
         total, count, state = 0.0, 0, None
-        batches = self._loader(phase.model, phase.split, epoch)
+        batches = self._loader(phase.model, phase.split, epoch, popularity=phase.popularity)
         bar = tqdm(batches, desc=f"{phase.name} epoch {epoch}", leave=False, unit="batch",
                    disable=not (self.runtime.progress and self.is_main))
         steps = distributed.agreed_steps(len(batches))
@@ -377,22 +384,25 @@ class Trainer:
             count += 1
         return total / max(count, 1)
 
-    def _evaluate(self, model: SequenceModel, split: SessionSplit, desc: str) -> EvalResult:
+    def _evaluate(self, model: SequenceModel, split: SessionSplit, desc: str, popularity: torch.Tensor) -> EvalResult:
+        """``split``'s metrics; ``popularity`` (of the phase's training split) ranks the recommended items'
+        popularity percentile."""
         return evaluate(model, split, self.data.n_items, model.config.max_len, self.runtime.eval_batch_size,
-                        popularity=self.data.popularity, progress=self.runtime.progress, desc=desc)
+                        popularity=popularity.numpy(), progress=self.runtime.progress, desc=desc)
 
     def _fresh(self, name: str) -> Phase:
         """A new model (seeded per phase), its optimiser and schedule, on the phase's training split."""
         torch.manual_seed(self.cfg.seed + (0 if name == "select" else 1))
-        model = self.build_model().to(self.device)
+        split = self.data.split("train_tr" if name == "select" else "train_full")
+        popularity = split_popularity(split, self.data.n_items)
+        model = self.build_model(popularity).to(self.device)
         engine = distributed.data_parallel(model, self.device) if self.world > 1 else model
         if self.runtime.compile:
             engine = torch.compile(engine, dynamic=True)
         averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema)) if self.cfg.ema > 0 else None
         opt = make_optimizer(model, self.cfg)
-        split = self.data.split("train_tr" if name == "select" else "train_full")
-        steps = distributed.agreed_steps(len(self._loader(model, split, 0)))
-        return Phase(name, model, opt, make_scheduler(opt, self.cfg, steps), split,
+        steps = distributed.agreed_steps(len(self._loader(model, split, 0, popularity=popularity)))
+        return Phase(name, model, opt, make_scheduler(opt, self.cfg, steps), split, popularity,
                      engine if engine is not model else None, averaged)
 
     def _checkpoint(self, phase: Phase, name: str, epoch: int, best_state: dict | None) -> None:
@@ -439,20 +449,29 @@ class Trainer:
         else:
             self._refit(phase, start)
         model = phase.scored
-        test = self._evaluate(model, self.data.split("test"), "test") if self.is_main else None
+        test = self._evaluate(model, self.data.split("test"), "test", phase.popularity) if self.is_main else None
         return model, self.history, test
+
+    def select(self) -> History:
+        """The selection phase alone (train_tr, valid after every epoch, early stop), from scratch: what a
+        tuning trial needs; nothing is refitted nor tested."""
+        phase, start, best_state = self._restore(False)
+        self._select(phase, start, best_state)
+        return self.history
 
     def _select(self, phase: Phase, start: int, best_state: dict | None) -> dict | None:
         """Train and validate epoch by epoch until patience runs out; the best weights."""
         valid = self.data.split("valid")
         since_best = len(self.history.select) - self.history.best_epoch
+        begun = time.perf_counter()
         for epoch in range(start, self.cfg.epochs + 1):
-            if since_best >= self.cfg.patience:
+            if since_best >= self.cfg.patience or self._out_of_time(begun):
                 break
             started = time.perf_counter()
             loss = self._train_epoch(phase, epoch)
             seconds = time.perf_counter() - started
-            record = distributed.from_main(self._validate(phase.scored, valid, epoch, loss, seconds))
+            record = distributed.from_main(self._validate(phase.scored, valid, epoch, loss, seconds,
+                                                                 phase.popularity))
             self.history.select.append(record)
             if record[self.cfg.select_metric] > self.history.best_value:
                 self.history.best_epoch, self.history.best_value = epoch, record[self.cfg.select_metric]
@@ -465,12 +484,21 @@ class Trainer:
             self._checkpoint(phase, "select", epoch, best_state)
         return best_state
 
+    def _out_of_time(self, begun: float) -> bool:
+        """Whether the selection has used up ``runtime.max_seconds`` (rank 0's clock decides for all ranks)."""
+        limit = self.runtime.max_seconds
+        over = distributed.from_main(bool(limit) and time.perf_counter() - begun >= limit)
+        if over and self.is_main:
+            print(f"selection stopped after {len(self.history.select)} epochs: its time limit of {limit:.0f} s "
+                  f"is used up", flush=True)
+        return over
+
     def _validate(self, model: SequenceModel, valid: SessionSplit, epoch: int, loss: float,
-                  seconds: float) -> dict | None:
+                  seconds: float, popularity: torch.Tensor) -> dict | None:
         """The epoch's record with the valid metrics and loss (rank 0 only; None elsewhere)."""
         if not self.is_main:
             return None
-        result = self._evaluate(model, valid, f"valid epoch {epoch}")
+        result = self._evaluate(model, valid, f"valid epoch {epoch}", popularity)
         return {"epoch": epoch, "train_loss": loss, "val_loss": self._valid_loss(model, valid),
                 "epoch_seconds": seconds, **result.prefixed("val")}
 

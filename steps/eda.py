@@ -10,7 +10,7 @@ from seqrec.workflow.eda import run_eda
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     p.add_argument("--data", required=True, help="processed dataset directory")
     p.add_argument("--buys", default="", help="raw YooChoose buys file (default: the dataset's own buys)")
     a = p.parse_args(argv)

@@ -10,7 +10,7 @@ from seqrec.workflow.evaluate import run_evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     p.add_argument("--data", required=True, help="processed dataset directory")
     p.add_argument("--model-uri", required=True,
                    help="any MLflow model URI (runs:/<id>/model, models:/seqrec@champion, models:/m-<id>, ...)")

@@ -10,16 +10,19 @@ from seqrec.workflow.main import MainParams, run_main
 
 
 def parse_args(argv: list[str] | None = None) -> MainParams:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     p.add_argument("--clicks", default="", help="raw YooChoose clicks file; empty: the built-in generated data")
     p.add_argument("--buys", default="")
     p.add_argument("--fraction", type=int_arg, default=1)
     p.add_argument("--synthetic-clicks", type=int_arg, default=100_000)
     p.add_argument("--seed", type=int_arg, default=0)
-    p.add_argument("--epochs", type=int_arg, default=3, help="cap on neural models' epochs (0: presets')")
+    p.add_argument("--epochs", type=int_arg, default=0,
+                   help="cap on the neural models' selection epochs (0: the presets' own; early stopping decides)")
     p.add_argument("--models", default="all", help="comma-separated model names, or all")
+    p.add_argument("--time-budget", type=float, default=MainParams.time_budget,
+                   help="seconds for the whole run, shared by the neural models (0: no limit)")
     a = p.parse_args(argv)
-    return MainParams(a.clicks, a.buys, a.fraction, a.synthetic_clicks, a.seed, a.epochs, a.models)
+    return MainParams(a.clicks, a.buys, a.fraction, a.synthetic_clicks, a.seed, a.epochs, a.models, a.time_budget)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from seqrec.workflow.register import DEFAULT_METRIC, run_register
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     p.add_argument("--data", default="", help="processed dataset directory (or its digest or name) whose models "
                                               "compete; empty: the dataset of the newest training run")
     p.add_argument("--metric", default=DEFAULT_METRIC, help="validation metric to maximise")

@@ -8,14 +8,16 @@ import sys
 from seqrec.models.baselines import BASELINES
 from seqrec.workflow.baseline import run_baseline
 from seqrec.workflow.cli import extra_overrides, int_arg, parse_overrides, run_step
+from seqrec.workflow.report import seed_summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     p.add_argument("--data", required=True, help="processed dataset directory")
     p.add_argument("--model", required=True, choices=BASELINES)
     p.add_argument("--max-len", type=int_arg, default=50)
     p.add_argument("--params", default="", help="hyper-parameter overrides: key=value,key=value")
+    p.add_argument("--seeds", type=int_arg, default=1, help="accepted; the baselines are deterministic (std 0)")
     a, extra = p.parse_known_args(argv)
     overrides = parse_overrides(a.params)
     try:
@@ -24,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
 
     def action() -> str:
-        run_id, m = run_baseline(a.data, a.model, overrides, a.max_len)
-        return f"{a.model} run {run_id}: test Recall@20 {m['test_recall_at_20']:.4f}, MRR@20 {m['test_mrr_at_20']:.4f}"
+        run_id, m = run_baseline(a.data, a.model, overrides, a.max_len, seeds=a.seeds)
+        return f"{a.model} run {run_id}: test {seed_summary(m)}"
 
     return run_step("train_baseline", action)
 

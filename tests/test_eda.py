@@ -52,7 +52,7 @@ def test_step_logs_plots_summary_report_and_metrics(processed):
     run = mlflow.last_active_run()
     client = mlflow.MlflowClient()
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots/eda")}
-    assert len(plots) == 7 and all(p.endswith(".png") for p in plots)
+    assert len(plots) == 8 and all(p.endswith(".png") for p in plots)  # buys.png: the dataset has buys
     assert {"summary.json", "report.html"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     assert run.data.metrics["gini"] == pytest.approx(summary["gini"])
     assert 0 < summary["share_sessions_with_buy"] < 0.2  # the generated buys
@@ -60,4 +60,4 @@ def test_step_logs_plots_summary_report_and_metrics(processed):
     local = Path(client.download_artifacts(run.info.run_id, "summary.json"))
     assert json.loads(local.read_text())["clicks"] == summary["clicks"]
     html = Path(client.download_artifacts(run.info.run_id, "report.html")).read_text()
-    assert html.count("data:image/png;base64,") == 7
+    assert html.count("data:image/png;base64,") == 8

@@ -21,7 +21,8 @@ def write(tmp_path, text, name="clicks.dat"):
 def test_raw_clicks_are_parsed_with_types(tmp_path):
     clicks = read_clicks(write(tmp_path, RAW))
     assert clicks.session.tolist() == [1, 1, 2]
-    assert clicks.item.tolist() == [214536502, 214536500, 214536502]
+    assert clicks.raw_items.tolist() == [214536502, 214536500, 214536502]
+    assert clicks.item_ids.tolist() == [214536500, 214536502]  # codes index the sorted distinct ids
     assert clicks.time[0] == pytest.approx(1396867869.277)
     assert clicks.time[2] - clicks.time[1] == pytest.approx(351.5)
     assert [clicks.categories[c] for c in clicks.category] == ["0", "S", "2053883124"]
@@ -34,7 +35,7 @@ def test_prepared_format_and_gzip(tmp_path):
     assert detect_format(path) == "prepared"
     clicks = read_clicks(path)
     assert clicks.session.tolist() == [5, 5]
-    assert clicks.item.tolist() == [10, 11]
+    assert clicks.raw_items.tolist() == [10, 11]
     np.testing.assert_allclose(clicks.time, [1396437466.94, 1396437470.5])
     assert clicks.category is None
 
@@ -68,7 +69,8 @@ def test_missing_and_empty_files(tmp_path):
 
 def test_prepared_header_must_name_columns(tmp_path):
     path = write(tmp_path, "Session\tItem\tTime\n1\t2\t3.0\n", "p.tsv")
-    with pytest.raises(DataFormatError, match=r":1: expected a header with columns SessionId/ItemId/Time"):
+    expected = r":1: expected a header with columns 'SessionId\\tItemId\\tTime'.*missing \['SessionId', 'ItemId'\]"
+    with pytest.raises(DataFormatError, match=expected):
         read_clicks(path)
 
 
@@ -86,3 +88,15 @@ def test_buys(tmp_path):
     assert buys.price.tolist() == [1200] and buys.quantity.tolist() == [2]
     with pytest.raises(DataFormatError, match=r"buys.dat:1: expected 5 columns, got 4"):
         read_buys(write(tmp_path, RAW.splitlines()[0] + "\n", "buys.dat"))
+
+
+def test_concat_recodes_items_sessions_and_categories(tmp_path):
+    from seqrec.data.readers import concat_clicks
+
+    a = read_clicks(write(tmp_path, RAW, "a.dat"))
+    b = read_clicks(write(tmp_path, "9,2014-04-08T10:00:00.000Z,7,S\n9,2014-04-08T10:01:00.000Z,214536502,3\n",
+                          "b.dat"))
+    both = concat_clicks([a, b])
+    assert both.raw_items.tolist() == [214536502, 214536500, 214536502, 7, 214536502]
+    assert both.raw_sessions.tolist() == [1, 1, 2, 9, 9]
+    assert [both.categories[c] for c in both.category] == ["0", "S", "2053883124", "S", "3"]

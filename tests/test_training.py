@@ -25,7 +25,7 @@ from seqrec.trainer import (
     run_key,
     split_overrides,
 )
-from seqrec.workflow.neural import _epoch_logger, cli, run_neural
+from seqrec.workflow.neural import cli, epoch_logger, run_neural
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,7 +206,7 @@ class Exploding(SequenceModel):
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(processed, tmp_path):
     data = ProcessedDataset.load(processed)
     ckpt = Checkpointer(tmp_path / "ck")
-    trainer = Trainer(lambda: Exploding(data.n_items), data, TrainConfig(epochs=3, patience=5), ckpt,
+    trainer = Trainer(lambda _: Exploding(data.n_items), data, TrainConfig(epochs=3, patience=5), ckpt,
                       runtime=RuntimeConfig(progress=False))
     with pytest.raises(TrainingDiverged, match="select epoch 2: the loss became nan"):
         trainer.run()
@@ -222,7 +222,7 @@ def test_weight_average_is_what_is_evaluated_checkpointed_and_resumed(processed,
     over = {"epochs": 3, "patience": 3, "progress": False, "device": "cpu", "ema": 0.9}
     model_cfg, cfg, runtime = split_overrides("sasrec", "tiny", over)
     _, plain_cfg, _ = split_overrides("sasrec", "tiny", {**over, "ema": 0.0})
-    build = lambda: SASRec(data.n_items, model_cfg)  # noqa: E731
+    build = lambda _: SASRec(data.n_items, model_cfg)  # noqa: E731
     _, _, plain = Trainer(build, data, plain_cfg, Checkpointer(tmp_path / "plain"), runtime=runtime).run()
     averaged, _, whole = Trainer(build, data, cfg, Checkpointer(tmp_path / "whole"), runtime=runtime).run()
     assert whole.metrics != plain.metrics  # the average, not the last weights, is scored
@@ -298,8 +298,8 @@ def test_a_non_finite_metric_fails_the_run_naming_it(processed, tmp_path):
     with mlflow.start_run():
         with pytest.raises(ValueError, match=r"non-finite metric value\(s\) at step 3: \{'val_loss': nan"):
             tracking.log_metrics_at({"val_loss": float("nan"), "train_loss": 1.0}, step=3)
-        trainer = Trainer(lambda: NaNValidation(data.n_items), data, TrainConfig(epochs=2, patience=2),
-                          Checkpointer(tmp_path), _epoch_logger("nanval"), RuntimeConfig(progress=False))
+        trainer = Trainer(lambda _: NaNValidation(data.n_items), data, TrainConfig(epochs=2, patience=2),
+                          Checkpointer(tmp_path), epoch_logger("nanval"), RuntimeConfig(progress=False))
         with pytest.raises(ValueError, match=r"at step 1: \{'val_loss': nan\}"):
             trainer.run()
 
@@ -346,7 +346,7 @@ def test_a_truncated_checkpoint_resumes_from_the_previous_one_with_the_same_resu
     data = ProcessedDataset.load(processed)
     model_cfg, cfg, runtime = split_overrides("sasrec", "tiny", {"epochs": 3, "patience": 3, "progress": False,
                                                                  "device": "cpu"})
-    build = lambda: SASRec(data.n_items, model_cfg)  # noqa: E731
+    build = lambda _: SASRec(data.n_items, model_cfg)  # noqa: E731
     _, _, whole = Trainer(build, data, cfg, Checkpointer(tmp_path / "whole"), runtime=runtime).run()
 
     def kill(phase: str, epoch: int, record: dict) -> None:
@@ -365,7 +365,7 @@ def test_a_truncated_checkpoint_resumes_from_the_previous_one_with_the_same_resu
     out = capsys.readouterr().out
     assert f"{ckpt.path} is unreadable" in out and f"resuming from the previous one, {ckpt.previous} (epoch 1" in out
     assert again.metrics == whole.metrics
-    assert torch.load(ckpt.previous, weights_only=True)["phase"] == "refit"  # the rotation went on from there
+    assert torch.load(ckpt.path, weights_only=True)["phase"] == "refit"  # the rotation went on from there
 
 
 def test_a_checkpoint_missing_between_two_renames_resumes_from_the_previous_one(tmp_path, capsys):

@@ -3,10 +3,14 @@
 ``model`` overrides fields of the model's config class, ``train`` fields of ``seqrec.trainer.TrainConfig``.
 Every model has ``tiny`` (seconds, for tests) and ``default`` (YooChoose-size data); ``sample`` is tuned
 on the real YooChoose sample's valid split (see the README); GRU4Rec adds ``small``, ``medium`` and
-``large``.
+``large``. Presets written by ``tune -P write_preset=NAME`` (a study's best setting) are kept as data in
+``tuned_presets.json`` beside this file and join these; they never replace a preset defined here.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 _TINY_TRANSFORMER = {"hidden": 16, "blocks": 1, "heads": 1, "dropout": 0.1, "emb_dropout": 0.1}
 _TINY_TRAIN = {"epochs": 2, "batch_size": 64, "patience": 1, "warmup_epochs": 0.0}
@@ -54,3 +58,8 @@ PRESETS: dict[str, dict[str, dict[str, dict]]] = {
         "default": {"model": {"hidden": 128}, "train": {"epochs": 20, "batch_size": 256, "patience": 3}},
     },
 }
+
+TUNED_FILE = Path(__file__).with_name("tuned_presets.json")
+if TUNED_FILE.exists():
+    for _model, _tuned in json.loads(TUNED_FILE.read_text()).items():
+        PRESETS.setdefault(_model, {}).update({k: v for k, v in _tuned.items() if k not in PRESETS.get(_model, {})})

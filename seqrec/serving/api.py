@@ -1,5 +1,5 @@
 """HTTP recommendation service (docs/protocol.md, "Recommendation requests"): ``POST /recommend``,
-``GET /health``, ``GET /metadata``.
+``POST /basket`` (models of ``train_basket``), ``GET /health``, ``GET /metadata``.
 
 Run it with ``seqrec-serve --model-uri models:/seqrec@champion`` or
 ``MODEL_URI=models:/seqrec@champion uvicorn seqrec.serving.api:app``. Requests are validated with
@@ -18,7 +18,7 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr, model_validator
 
 from seqrec.serving.recommender import MAX_K, Recommender
 
@@ -46,9 +46,33 @@ class RecommendRequest(BaseModel):
         return self
 
 
+class BasketRequest(RecommendRequest):
+    """A recommendation request plus, optionally, the unix time of each click of ``session`` (``times``) or of
+    each session of ``sessions`` (``sessions_times``): a basket model uses dwell times and the time of day."""
+
+    times: Annotated[list[StrictFloat | StrictInt], Field(max_length=MAX_CLICKS)] | None = None
+    sessions_times: Annotated[list[list[StrictFloat | StrictInt]], Field(max_length=MAX_SESSIONS)] | None = None
+
+    @model_validator(mode="after")
+    def times_match_clicks(self) -> BasketRequest:
+        if self.times is not None and (self.session is None or len(self.times) != len(self.session)):
+            raise ValueError("'times' needs 'session' and one unix time per clicked item of it")
+        if self.sessions_times is not None and (
+                self.sessions is None or [len(t) for t in self.sessions_times] != [len(s) for s in self.sessions]):
+            raise ValueError("'sessions_times' needs 'sessions' and one unix time per clicked item of each")
+        return self
+
+
 class Recommendation(BaseModel):
     items: list[str]
     scores: list[float]
+
+
+class Basket(BaseModel):
+    buy_probability: float
+    items: list[str]
+    scores: list[float]
+    basket: list[str]
 
 
 class State:
@@ -124,6 +148,22 @@ def recommend(request: RecommendRequest) -> dict:
     results = State.recommender.recommend(sessions, request.k) if sessions else []
     answers = [Recommendation(items=r.items, scores=r.scores).model_dump() for r in results]
     return answers[0] if request.session is not None else {"results": answers}
+
+
+@app.post("/basket")
+def basket(request: BasketRequest) -> dict:
+    if State.recommender is None:
+        raise HTTPException(status_code=503, detail="model not loaded")
+    if not hasattr(State.recommender, "thresholds"):
+        raise HTTPException(status_code=409, detail="the served model ranks next clicks and does not predict "
+                                                    "baskets: serve a model of the train_basket step")
+    single = request.session is not None
+    sessions = [request.session] if single else request.sessions
+    times = [request.times] if single and request.times is not None else request.sessions_times
+    results = State.recommender.predict(sessions, request.k, times) if sessions else []
+    answers = [Basket(buy_probability=r.buy_probability, items=r.items, scores=r.scores,
+                      basket=r.basket).model_dump() for r in results]
+    return answers[0] if single else {"results": answers}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,12 @@ CONFIG_FILE = "recommender.json"
 
 
 def save_recommender(recommender: Recommender, directory: str | Path) -> Path:
-    """Write ``recommender`` to ``directory`` (created); returns the directory."""
+    """Write ``recommender`` to ``directory`` (created); returns the directory. A basket predictor is written
+    by :func:`seqrec.serving.basket.save_basket`."""
+    from seqrec.serving.basket import BasketPredictor, save_basket
+
+    if isinstance(recommender, BasketPredictor):
+        return save_basket(recommender, directory)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     scorer = recommender.scorer
@@ -55,8 +60,12 @@ def _build_scorer(config: dict, directory: Path):
 
 
 def load_recommender(directory: str | Path) -> Recommender:
-    """Rebuild the recommender that :func:`save_recommender` wrote to ``directory``."""
+    """Rebuild the recommender (or basket predictor) that :func:`save_recommender` wrote to ``directory``."""
+    from seqrec.serving.basket import is_basket, load_basket
+
     directory = Path(directory)
+    if is_basket(directory):
+        return load_basket(directory)
     config_file = directory / CONFIG_FILE
     if not config_file.exists():
         raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; not a saved seqrec recommender")

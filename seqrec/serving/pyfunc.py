@@ -53,7 +53,8 @@ def parse_sessions(model_input: Any, k: int = DEFAULT_K) -> tuple[list[list], li
 
 
 class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc flavour of a :class:`Recommender`; answers with columns ``items`` and ``scores``."""
+    """pyfunc flavour of a :class:`Recommender`; answers with columns ``items`` and ``scores`` (a basket model,
+    :class:`~seqrec.serving.basket.BasketPredictor`, also with ``buy_probability`` and ``basket``)."""
 
     _skip_type_hint_validation = True  # SIGNATURE describes the input; no type-hint validation (or warning)
 
@@ -67,6 +68,11 @@ class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:
         k = int((params or {}).get("k", DEFAULT_K))
         sessions, ks = parse_sessions(model_input, k)
+        if hasattr(self.recommender, "thresholds"):  # a basket model: buy probability, items, scores, basket
+            answers = self.recommender.predict_each(sessions, ks)
+            return pd.DataFrame({"buy_probability": [a.buy_probability for a in answers],
+                                 "items": [a.items for a in answers], "scores": [a.scores for a in answers],
+                                 "basket": [a.basket for a in answers]})
         recs = self.recommender.recommend(sessions, ks)
         return pd.DataFrame({"items": [r.items for r in recs], "scores": [r.scores for r in recs]})
 
@@ -76,3 +82,16 @@ SIGNATURE = ModelSignature(
     outputs=Schema([ColSpec(Array("string"), "items"), ColSpec(Array("double"), "scores")]),
     params=ParamSchema([ParamSpec("k", "long", DEFAULT_K)]),
 )
+BASKET_SIGNATURE = ModelSignature(
+    inputs=SIGNATURE.inputs,
+    outputs=Schema([ColSpec("double", "buy_probability"), ColSpec(Array("string"), "items"),
+                    ColSpec(Array("double"), "scores"), ColSpec(Array("string"), "basket")]),
+    params=SIGNATURE.params,
+)
+
+
+def signature_of(model: Any) -> ModelSignature:
+    """The signature of a recommender, or of a basket predictor (buy probability and basket added)."""
+    from seqrec.serving.basket import BasketPredictor
+
+    return BASKET_SIGNATURE if isinstance(model, BasketPredictor) else SIGNATURE

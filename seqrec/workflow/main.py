@@ -5,6 +5,10 @@ preprocess -> eda -> the baselines -> GRU4Rec small, medium, large -> SASRec -> 
 MLflow table, markdown and chart, and the champion's metrics on the parent run. A step whose run
 already finished for the same inputs, parameters and code version is reused (a second ``main`` after a
 crash picks up where the first stopped) and linked from the new parent by a pointer run.
+
+The neural models train until early stopping (each preset's patience and maximum epochs), within a
+time budget for the whole run: each neural run may select for its share of the time the steps before
+it left (``selection_seconds``), the rest of its share being for its refit and test.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import json
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -25,19 +30,24 @@ from seqrec import tracking
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.preprocess import PreprocessConfig, file_digest
 from seqrec.models.baselines import BASELINES
+from seqrec.significance import RESAMPLES, compare_ranks
 from seqrec.trainer import split_overrides
 from seqrec.workflow.baseline import run_baseline
 from seqrec.workflow.eda import run_eda
 from seqrec.workflow.neural import run_neural
 from seqrec.workflow.preprocess import PreprocessParams, resolve_inputs, run_preprocess
 from seqrec.workflow.register import DEFAULT_METRIC, RegisterError, run_register
+from seqrec.workflow.report import load_test_ranks
 
 METRIC_COLUMNS = (DEFAULT_METRIC, "test_recall_at_10", "test_recall_at_20", "test_mrr_at_10", "test_mrr_at_20")
 EXTRA_COLUMNS = ("train_seconds", "n_parameters")
 TAG_REUSED = "seqrec.reused_run_id"
 TAG_CHAMPION = "seqrec.champion_model"
-NEURAL = (("gru4rec", "small"), ("gru4rec", "medium"), ("gru4rec", "large"), ("sasrec", "default"),
-          ("bert4rec", "default"))
+# GRU4Rec's medium and large presets are left to ``train_gru``: five neural runs would share the time
+# budget too thinly to train to convergence on two CPU cores.
+NEURAL = (("gru4rec", "small"), ("sasrec", "default"), ("bert4rec", "default"))
+SELECT_SHARE = 0.45  # of a neural run's time: its selection; its refit (as many epochs, ~10% more data) and test
+RESERVE_SECONDS = 30.0  # of the budget: register and comparison at the end
 
 
 @dataclass
@@ -49,8 +59,9 @@ class MainParams:
     fraction: int = 1
     synthetic_clicks: int = 100_000
     seed: int = 0
-    epochs: int = 3  # cap on the epochs of every neural model (0: the presets' own)
+    epochs: int = 0  # cap on the selection epochs of every neural model (0: the presets' own maximum)
     models: str = "all"  # comma-separated names (pop, sr, ..., gru4rec, sasrec, bert4rec) or "all"
+    time_budget: float = 480.0  # seconds for the whole run, shared by the neural models (0: no limit)
     neural_overrides: dict = field(default_factory=dict)
 
 
@@ -127,15 +138,49 @@ def _wanted(models: str) -> set[str]:
     return wanted
 
 
-def run_main(params: MainParams) -> dict:
-    """Run the pipeline; returns the child run ids and the comparison rows."""
+def neural_plan(params: MainParams) -> list[tuple[str, str, dict]]:
+    """The neural runs of ``main`` in order: (model, preset, overrides with the epoch cap); a bad override
+    is refused here, before any step runs."""
     wanted = _wanted(params.models)
     overrides = dict(params.neural_overrides)
     if params.epochs:
         overrides["epochs"] = params.epochs
-    for model, preset in NEURAL:  # a bad override is refused before any step runs, not hours later
-        if model in wanted:
-            split_overrides(model, preset, overrides)
+    plan = [(model, preset, overrides) for model, preset in NEURAL if model in wanted]
+    for model, preset, over in plan:
+        split_overrides(model, preset, over)
+    return plan
+
+
+def selection_seconds(seconds_left: float, runs_left: int) -> float:
+    """The wall time one neural run may select epochs for: its equal share of what is left of the budget
+    (after the reserve for the last steps), less its refit and test; at least one epoch always runs."""
+    return max(1.0, (seconds_left - RESERVE_SECONDS) / max(1, runs_left) * SELECT_SHARE)
+
+
+def train_neural_models(params: MainParams, plan: list[tuple[str, str, dict]], data_dir: str, digest: dict,
+                        started: float) -> dict[str, str]:
+    """Train (or reuse) the planned neural runs, each selecting for at most its share of the budget left
+    when it starts (``started``: the ``time.monotonic()`` of main's start); their run ids by name."""
+    runs = {}
+    for i, (model, preset, overrides) in enumerate(plan):
+        # the budget, not the limit it gives this run, is what a reused run must have been trained under
+        payload = {**digest, "preset": preset, "overrides": overrides, "time_budget": params.time_budget}
+        limited = dict(overrides)
+        if params.time_budget:
+            limited["max_seconds"] = selection_seconds(params.time_budget - (time.monotonic() - started),
+                                                       len(plan) - i)
+            print(f"main: {model}-{preset} selects for at most {limited['max_seconds']:.0f} s", flush=True)
+        runs[f"{model}-{preset}"] = reuse_or_run(
+            f"train_{model}:{preset}", payload,
+            lambda m=model, p=preset, o=limited: run_neural(m, data_dir, p, o, nested=True))[0]
+    return runs
+
+
+def run_main(params: MainParams) -> dict:
+    """Run the pipeline; returns the child run ids and the comparison rows."""
+    started = time.monotonic()
+    wanted = _wanted(params.models)
+    plan = neural_plan(params)
     results: dict = {"runs": {}}
     with tracking.start_run("main", run_name="main"):
         tracking.log_params({k: v for k, v in asdict(params).items() if k != "neural_overrides"})
@@ -160,12 +205,7 @@ def run_main(params: MainParams) -> dict:
             if model in wanted:
                 results["runs"][model] = reuse_or_run(
                     f"train_baseline:{model}", digest, lambda m=model: run_baseline(data_dir, m, nested=True))[0]
-        for model, preset in NEURAL:
-            if model in wanted:
-                payload = {**digest, "preset": preset, "overrides": overrides}
-                results["runs"][f"{model}-{preset}"] = reuse_or_run(
-                    f"train_{model}:{preset}", payload,
-                    lambda m=model, p=preset: run_neural(m, data_dir, p, overrides, nested=True))[0]
+        results["runs"].update(train_neural_models(params, plan, data_dir, digest, started))
         try:
             decision = run_register(data_dir, nested=True)
         except RegisterError as exc:  # a champion of another dataset stays; the comparison still stands
@@ -179,9 +219,11 @@ def run_main(params: MainParams) -> dict:
 
 
 def log_comparison(rows: list[dict], decision: dict) -> None:
-    """On the ``main`` run: the comparison as a table, markdown and chart, and the champion's metrics."""
+    """On the ``main`` run: the comparison as a table, markdown and chart, the champion's metrics, and the
+    paired significance test of the best model (by validation) against the runner-up on test."""
     champion_run = decision.get("run_id")
-    table = comparison_markdown(rows, champion_run)
+    significance = best_against_runner_up(rows)
+    table = comparison_markdown(rows, champion_run, significance)
     print(table)
     if rows:
         mlflow.log_table({k: [r[k] for r in rows] for k in rows[0]}, "comparison.json")
@@ -189,6 +231,9 @@ def log_comparison(rows: list[dict], decision: dict) -> None:
     if champion is not None:
         mlflow.set_tags({"seqrec.champion_run_id": champion_run, TAG_CHAMPION: champion["model"]})
         mlflow.log_metrics({k: champion[k] for k in METRIC_COLUMNS})
+    if significance is not None:
+        mlflow.log_metrics({f"significance_p_{r['metric']}": r["p_value"] for r in significance["results"]})
+        tracking.log_json(significance, "significance.json")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "comparison.md").write_text(table)
         mlflow.log_artifact(str(Path(tmp) / "comparison.md"))
@@ -197,8 +242,9 @@ def log_comparison(rows: list[dict], decision: dict) -> None:
 
 
 def comparison_rows(run_ids: list[str]) -> list[dict]:
-    """One row per training run: model, preset, the selection metric, test metrics, train time and
-    parameter count; best selection metric first (the order ``register`` uses, never a test metric)."""
+    """One row per training run: model, preset, seeds, the selection metric, test metrics (means over the
+    seeds, with their standard deviations where a run had several), train time and parameter count; best
+    selection metric first (the order ``register`` uses, never a test metric)."""
     rows = []
     for run_id in run_ids:
         run = mlflow.get_run(run_id)
@@ -206,19 +252,57 @@ def comparison_rows(run_ids: list[str]) -> list[dict]:
         if "test_recall_at_20" not in m or not tags.get(tracking.TAG_STEP, "").startswith("train_"):
             continue
         rows.append({"model": tags.get(tracking.TAG_MODEL, ""), "preset": tags.get(tracking.TAG_PRESET, ""),
-                     "run_id": run_id, **{k: m.get(k, float("nan")) for k in (*METRIC_COLUMNS, *EXTRA_COLUMNS)}})
+                     "run_id": run_id, "seeds": int(float(run.data.params.get("seeds", 1))),
+                     **{k: m.get(k, float("nan")) for k in (*METRIC_COLUMNS, *EXTRA_COLUMNS)},
+                     **{f"{k}_std": m.get(f"{k}_std", float("nan")) for k in METRIC_COLUMNS}})
     return sorted(rows, key=lambda r: -r[DEFAULT_METRIC])
 
 
-def comparison_markdown(rows: list[dict], champion_run: str | None = None) -> str:
-    lines = ["| model | preset | valid MRR@20 | Recall@10 | Recall@20 | MRR@10 | MRR@20 | train s | parameters |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def comparison_markdown(rows: list[dict], champion_run: str | None = None,
+                        significance: dict | None = None) -> str:
+    """The comparison as a markdown table (``mean ± std`` where a run had several seeds), with the best
+    model's paired test against the runner-up below it when there is one."""
+    lines = ["| model | preset | seeds | valid MRR@20 | Recall@10 | Recall@20 | MRR@10 | MRR@20 | train s "
+             "| parameters |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         star = " (champion)" if r["run_id"] == champion_run else ""
-        lines.append(f"| {r['model']}{star} | {r['preset']} | {r[DEFAULT_METRIC]:.4f} | {r['test_recall_at_10']:.4f} | "
-                     f"{r['test_recall_at_20']:.4f} | {r['test_mrr_at_10']:.4f} | {r['test_mrr_at_20']:.4f} | "
-                     f"{r['train_seconds']:.1f} | {int(r['n_parameters']):,} |")
+        cells = " | ".join(_with_std(r, k) for k in METRIC_COLUMNS)
+        lines.append(f"| {r['model']}{star} | {r['preset']} | {r['seeds']} | {cells} | {r['train_seconds']:.1f} | "
+                     f"{int(r['n_parameters']):,} |")
+    if significance is not None:
+        a, b = significance["best"], significance["runner_up"]
+        tests = "; ".join(f"{_METRIC_LABELS.get(r['metric'], r['metric'])} {r['difference']:+.4f}, "
+                          f"p = {r['p_value']:.4f}" for r in significance["results"])
+        lines.append(f"\nBest by validation, {a}, against the runner-up, {b}, on the same "
+                     f"{significance['predictions']:,} test predictions (paired bootstrap, "
+                     f"{significance['resamples']} resamples): {tests}.")
     return "\n".join(lines) + "\n"
+
+
+_METRIC_LABELS = {"mrr_at_20": "MRR@20", "recall_at_20": "Recall@20"}
+
+
+def _with_std(row: dict, key: str) -> str:
+    """``0.1234`` or, with several seeds, ``0.1234 ± 0.0012``."""
+    std = row.get(f"{key}_std", float("nan"))
+    return f"{row[key]:.4f}" + (f" ± {std:.4f}" if row.get("seeds", 1) > 1 and std == std else "")
+
+
+def best_against_runner_up(rows: list[dict], resamples: int = RESAMPLES) -> dict | None:
+    """The paired bootstrap of the first two rows (best and runner-up by validation) over their test ranks
+    (``test_ranks.npy``, averaged over seeds); ``None`` when there are fewer than two rows, a run has no
+    ranks (an older run) or the two ranked different test splits."""
+    if len(rows) < 2:
+        return None
+    best, runner_up = rows[0], rows[1]
+    ranks = [load_test_ranks(r["run_id"]) for r in (best, runner_up)]
+    if any(r is None for r in ranks) or ranks[0].shape[-1] != ranks[1].shape[-1]:
+        print("main: no paired significance test (a run without test_ranks.npy, or different test splits)")
+        return None
+    results = compare_ranks(ranks[0], ranks[1], k=20, resamples=resamples)
+    return {"best": f"{best['model']} ({best['preset']})", "runner_up": f"{runner_up['model']} ({runner_up['preset']})",
+            "best_run_id": best["run_id"], "runner_up_run_id": runner_up["run_id"],
+            "predictions": int(ranks[0].shape[-1]), "resamples": resamples, "results": [r.to_dict() for r in results]}
 
 
 def comparison_chart(rows: list[dict], path: Path) -> Path:

@@ -13,13 +13,11 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import mlflow
-import torch
 
 from seqrec import distributed, tracking
 from seqrec.data.dataset import ProcessedDataset
@@ -30,6 +28,7 @@ from seqrec.trainer import (
     Checkpointer,
     EpochCallback,
     History,
+    ModelFactory,
     RuntimeConfig,
     TrainConfig,
     Trainer,
@@ -37,55 +36,92 @@ from seqrec.trainer import (
     split_overrides,
 )
 from seqrec.workflow.plots import plot_curves
-from seqrec.workflow.report import log_final_metrics, log_inputs, log_trained_model
+from seqrec.workflow.report import SeedResult, log_final_metrics, log_inputs, log_trained_model, seed_summary
 
 Resume = bool | Literal["auto"]
 
 
 def run_neural(model_name: str, data_dir: str, preset: str = "default", overrides: dict | None = None,
-               resume: Resume = False, nested: bool = False) -> tuple[str, dict[str, float]]:
+               resume: Resume = False, nested: bool = False, seeds: int = 1) -> tuple[str, dict[str, float]]:
     """Train one neural model with the select-then-refit protocol in one MLflow run.
 
     ``resume``: ``True`` continues the run of the same settings and data from its last checkpoint (and
     stops with an error if there is none), ``"auto"`` continues it if there is one and starts a new run
     otherwise (saying so), ``False`` starts a new run. Under torchrun every rank trains; only rank 0 logs
     to MLflow (the others return ``("", {})``).
+
+    ``seeds`` > 1 repeats the whole protocol (selection of the epoch count included) with the training seed
+    plus 0, 1, ..., N-1: the final metrics are the means over the seeds, with ``_mean``, ``_std`` and
+    ``_seed<i>`` variants; per-epoch curves are logged under their names for the first seed and with a
+    ``_seed<i>`` suffix for the others; the LoggedModel is the first seed's.
     """
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds}: expected at least 1")
     model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides or {})
     data = ProcessedDataset.load(data_dir)
     if not distributed.init_distributed(runtime.device):
-        _train_quietly(model_name, data, model_cfg, train_cfg, runtime)
+        for i in range(seeds):
+            if not _train_quietly(model_name, data, model_cfg, replace(train_cfg, seed=train_cfg.seed + i), runtime):
+                break
         distributed.leave_process_group()
         return "", {}
-    params = {**{f"model.{k}": v for k, v in asdict(model_cfg).items()},
-              **{f"train.{k}": v for k, v in asdict(train_cfg).items()}}
+    params = _run_params(model_cfg, train_cfg)
     # runtime switches are logged with the training settings, but a run resumes under other ones
     params_logged = {**params, **{f"train.{k}": v for k, v in asdict(runtime).items() if k != "progress"}}
-    checkpointer, run_id = _checkpoint_directory(model_name, params, data, resume)
+    # a run of several seeds resumes only as such (its first seed's checkpoints are those of a one-seed run's
+    # otherwise)
+    key_params = {**params, "seeds": seeds} if seeds > 1 else params
+    checkpointer, run_id = _checkpoint_directory(model_name, key_params, data, resume)
     tags = {tracking.TAG_MODEL: model_name, tracking.TAG_PRESET: preset, **tracking.dataset_tags(data.stats)}
     with tracking.start_run(f"train_{model_name}", tags=tags, nested=nested, run_id=run_id,
                             run_name=f"{model_name}-{preset}-{data.name}") as run:
         if run_id is None:
-            tracking.log_params({"data": str(data_dir), "preset": preset, **params_logged})
+            tracking.log_params({"data": str(data_dir), "preset": preset, "seeds": seeds, **params_logged})
             checkpointer.save_json("run.json", {"run_id": run.info.run_id})
         datasets = log_inputs(data)
-        trainer = Trainer(_builder(model_name, data, model_cfg), data, train_cfg, checkpointer,
-                          _epoch_logger(model_name), runtime)
         started = time.perf_counter()
-        model, history, test = trainer.run(resume=run_id is not None)
+        results, model, first_history = [], None, None
+        for i in range(seeds):
+            seed_cfg = replace(train_cfg, seed=train_cfg.seed + i)
+            seed_checkpointer = checkpointer if i == 0 else _seed_checkpointer(model_name, seed_cfg, model_cfg, data,
+                                                                                 fresh=run_id is None)
+            trainer = Trainer(model_factory(model_name, data, model_cfg), data, seed_cfg, seed_checkpointer,
+                              epoch_logger(model_name, "" if i == 0 else f"_seed{i + 1}"), runtime)
+            seed_model, history, test = trainer.run(resume=run_id is not None)
+            results.append(SeedResult({k: v for k, v in _best(history).items() if k.startswith("val_")}, test,
+                                      _summary(seed_model, history)))
+            if i == 0:
+                model, first_history = seed_model, history
         wall = time.perf_counter() - started
-        model_id = _log_model_and_curves(model, history, data, f"{model_name} ({preset})", tags,
-                                         {"preset": preset, **params_logged})
-        log_final_metrics(model_id, datasets, {k: v for k, v in _best(history).items() if k.startswith("val_")},
-                          test, _summary(model, history, wall))
+        model_id = _log_model_and_curves(model, first_history, data, f"{model_name} ({preset})", tags,
+                                         {"preset": preset, "seeds": seeds, **params_logged})
+        logged = log_final_metrics(model_id, datasets, results, {"wall_seconds": wall})
     distributed.leave_process_group()
-    return run.info.run_id, test.prefixed("test")
+    return run.info.run_id, {k: v for k, v in logged.items() if k.startswith("test_")}
 
 
-def _builder(model_name: str, data: ProcessedDataset, model_cfg: Any) -> Callable[[], SequenceModel]:
-    """A factory of fresh models (the trainer seeds and builds one per phase)."""
-    popularity = torch.as_tensor(data.popularity, dtype=torch.float32)
-    return lambda: build_model(model_name, data.n_items, model_cfg, popularity)
+def _run_params(model_cfg: Any, train_cfg: TrainConfig) -> dict[str, Any]:
+    """The settings that make a run what it is (``model.*``, ``train.*``): logged, and its checkpoint key."""
+    return {**{f"model.{k}": v for k, v in asdict(model_cfg).items()},
+            **{f"train.{k}": v for k, v in asdict(train_cfg).items()}}
+
+
+def _seed_checkpointer(model_name: str, train_cfg: TrainConfig, model_cfg: Any, data: ProcessedDataset,
+                       fresh: bool) -> Checkpointer:
+    """The checkpoints of a further seed of a run (its own key: the seed is part of it); a new run clears them.
+    The other ranks get the directory and whether to resume, as for the first seed."""
+    key = run_key(model_name, _run_params(model_cfg, train_cfg), data, distributed.rank_and_world()[1])
+    checkpointer = Checkpointer(CHECKPOINT_ROOT / f"{model_name}-{key}")
+    if fresh:
+        checkpointer.clear()
+    distributed.from_main((str(checkpointer.directory), not fresh))
+    return checkpointer
+
+
+def model_factory(model_name: str, data: ProcessedDataset, model_cfg: Any) -> ModelFactory:
+    """A factory of fresh models, given the popularity of the phase's training split (the trainer seeds and
+    builds one per phase)."""
+    return lambda popularity: build_model(model_name, data.n_items, model_cfg, popularity)
 
 
 def _checkpoint_directory(model_name: str, params: dict, data: ProcessedDataset,
@@ -122,15 +158,16 @@ def _other_runs(names: list[str]) -> str:
     return f"; checkpoints of other settings: {shown}"
 
 
-def _epoch_logger(model_name: str) -> EpochCallback:
-    """Log each epoch's record to MLflow (step = epoch) and print a one-line summary of it."""
+def epoch_logger(model_name: str, suffix: str = "") -> EpochCallback:
+    """Log each epoch's record to the active MLflow run (step = epoch; names with ``suffix``, e.g. ``_seed2``)
+    and print a one-line summary of it."""
     shown_keys = ("train_loss", "val_loss", "val_recall_at_20", "val_mrr_at_20", "refit_train_loss")
 
     def on_epoch(phase: str, epoch: int, record: dict) -> None:
-        tracking.log_metrics_at({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+        tracking.log_metrics_at({f"{k}{suffix}": v for k, v in record.items() if k != "epoch"}, step=epoch)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k in shown_keys)
         seconds = record.get("epoch_seconds", record.get("refit_epoch_seconds", 0.0))
-        print(f"{model_name} {phase} epoch {epoch}: {shown} ({seconds:.1f} s)", flush=True)
+        print(f"{model_name}{suffix} {phase} epoch {epoch}: {shown} ({seconds:.1f} s)", flush=True)
 
     return on_epoch
 
@@ -149,23 +186,25 @@ def _log_model_and_curves(model: SequenceModel, history: History, data: Processe
     return log_trained_model(model.cpu().eval(), data, model.config.max_len, tags, params=params)
 
 
-def _summary(model: SequenceModel, history: History, wall: float) -> dict[str, float]:
-    """Training time, selected epoch and model size, logged with the final metrics."""
+def _summary(model: SequenceModel, history: History) -> dict[str, float]:
+    """Training time, selected epoch and model size of one seed, logged with the final metrics."""
     train_seconds = sum(r["epoch_seconds"] for r in history.select) + \
         sum(r["refit_epoch_seconds"] for r in history.refit)
-    return {"train_seconds": train_seconds, "best_epoch": history.best_epoch, "wall_seconds": wall,
+    return {"train_seconds": train_seconds, "best_epoch": history.best_epoch,
             "n_parameters": sum(p.numel() for p in model.parameters())}
 
 
 def _train_quietly(model_name: str, data: ProcessedDataset, model_cfg: Any, train_cfg: TrainConfig,
-                   runtime: RuntimeConfig) -> None:
-    """A non-zero rank: the same training, without MLflow, checkpoints or evaluation."""
+                   runtime: RuntimeConfig) -> bool:
+    """A non-zero rank: the same training, without MLflow, checkpoints or evaluation; ``False`` when rank 0
+    found nothing to resume (and reports it)."""
     decision = distributed.from_main(None)  # rank 0's checkpoint directory and whether to resume
-    if decision is None:  # nothing to resume: rank 0 reports it
-        return
+    if decision is None:
+        return False
     directory, resume = decision
-    Trainer(_builder(model_name, data, model_cfg), data, train_cfg, Checkpointer(Path(directory)),
+    Trainer(model_factory(model_name, data, model_cfg), data, train_cfg, Checkpointer(Path(directory)),
             runtime=replace(runtime, progress=False)).run(resume=resume)
+    return True
 
 
 def cli(model_name: str, argv: list[str] | None = None) -> int:
@@ -174,7 +213,8 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
 
     from seqrec.workflow.cli import extra_overrides, int_arg, parse_overrides, resume_arg, run_step
 
-    p = argparse.ArgumentParser(description=f"Train {model_name}: select on valid, refit, test, log to MLflow.")
+    p = argparse.ArgumentParser(description=f"Train {model_name}: select on valid, refit, test, log to MLflow.",
+                                allow_abbrev=False)  # `--seed 3` overrides the seed, never means `--seeds 3`
     p.add_argument("--data", required=True, help="processed dataset directory")
     p.add_argument("--preset", default="default", help="tiny | sample | default (| small | medium | large)")
     p.add_argument("--epochs", type=int_arg, default=0, help="maximum epochs (0: the preset's)")
@@ -185,6 +225,8 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
                         "else start a new run (saying so); false: start a new run")
     p.add_argument("--params", default="", help="overrides as key=value,key=value")
     p.add_argument("--nproc", type=int_arg, default=1, help="processes: > 1 relaunches itself under torchrun (DDP)")
+    p.add_argument("--seeds", type=int_arg, default=1,
+                   help="repeat the protocol with N seeds; final metrics are means, also as _mean and _std")
     args, extra = p.parse_known_args(argv)
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return distributed.relaunch(model_name, args.nproc, sys.argv[1:] if argv is None else argv)
@@ -199,9 +241,9 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
         overrides["device"] = args.device
 
     def action() -> str:
-        run_id, m = run_neural(model_name, args.data, args.preset, overrides, resume=args.resume)
+        run_id, m = run_neural(model_name, args.data, args.preset, overrides, resume=args.resume, seeds=args.seeds)
         if not run_id:  # a rank other than 0: rank 0 reports
             return ""
-        return f"run {run_id}: test Recall@20 {m['test_recall_at_20']:.4f}, MRR@20 {m['test_mrr_at_20']:.4f}"
+        return f"run {run_id}: test {seed_summary(m)}"
 
     return run_step(f"train_{model_name}", action)

@@ -10,7 +10,7 @@ import mlflow
 
 from seqrec import tracking
 from seqrec.data.preprocess import PreprocessConfig, file_digest, preprocess
-from seqrec.data.readers import concat_clicks, read_buys, read_clicks
+from seqrec.data.readers import ReadOptions, concat_clicks, read_buys, read_clicks
 from seqrec.data.synthetic import SyntheticConfig, generate
 
 DEFAULT_DATA_ROOT = Path("data")
@@ -28,6 +28,8 @@ class PreprocessParams:
     synthetic_clicks: int = 100_000
     seed: int = 0
     config: PreprocessConfig = field(default_factory=PreprocessConfig)
+    format: str = "auto"  # auto (raw YooChoose or prepared TSV), or a name of seqrec.data.readers.FORMATS
+    read: ReadOptions = field(default_factory=ReadOptions)  # columns, time_unit, sep, events, session_gap
 
 
 def resolve_inputs(params: PreprocessParams) -> tuple[Path, Path | None, str]:
@@ -51,16 +53,18 @@ def run_preprocess(params: PreprocessParams, nested: bool = False) -> tuple[str,
     with tracking.start_run("preprocess", nested=nested, run_name=f"preprocess-{name}"):
         tracking.log_params({**asdict(params.config), "clicks_file": str(clicks_path),
                              "buys_file": str(buys_path or ""), "out_dir": str(out),
-                             "on_bad_lines": params.on_bad_lines})
+                             "on_bad_lines": params.on_bad_lines, "format": params.format, **read_params(params)})
         started = time.perf_counter()
         files = [Path(f) for f in str(clicks_path).split(",")]
-        clicks = concat_clicks([read_clicks(f, on_bad_lines=params.on_bad_lines) for f in files])
+        clicks = [concat_clicks([read_clicks(f, params.on_bad_lines, params.format, params.read) for f in files])]
+        reader = clicks[0].info
         digest = file_digest(*files)
         buys = read_buys(buys_path, on_bad_lines=params.on_bad_lines) if buys_path else None
         read_seconds = time.perf_counter() - started
-        source = {"path": ",".join(str(f.resolve()) for f in files), "digest": digest}
-        stats = preprocess(clicks, out, params.config, name, source, buys=buys)
-        del clicks
+        source = {"path": ",".join(str(f.resolve()) for f in files), "digest": digest, **read_params(params)}
+        mlflow.set_tags({f"seqrec.reader.{key}": str(value) for key, value in reader.items()})
+        # pop: preprocess gets the only reference and frees the raw columns once it has grouped them
+        stats = preprocess(clicks.pop(), out, params.config, name, source, buys=buys)
         tracking.log_file_input(files[0], digest, name)
         mlflow.set_tags(tracking.dataset_tags(stats))
         metrics = {"raw_clicks": stats["raw"]["clicks"], "skipped_lines": stats["raw"]["skipped_lines"],
@@ -72,3 +76,19 @@ def run_preprocess(params: PreprocessParams, nested: bool = False) -> tuple[str,
         mlflow.log_artifact(str(out / "stats.json"))
         mlflow.log_artifact(str(out / "item_mapping.json"))
     return str(out), stats
+
+
+def read_params(params: PreprocessParams) -> dict:
+    """The reading parameters that shape the clicks, where not the defaults (logged, and part of the dataset
+    digest: the default reading of a YooChoose file keeps its digest)."""
+    read = params.read
+    out = {"format": params.format} if params.format != "auto" else {}
+    if read.columns:
+        out.update(columns=",".join(f"{k}={v}" for k, v in read.columns.items()), time_unit=read.time_unit or "s")
+        if read.sep:
+            out["sep"] = read.sep
+    if read.events:
+        out["events"] = ",".join(read.events)
+    if params.format == "retailrocket":
+        out["session_gap"] = read.session_gap
+    return out

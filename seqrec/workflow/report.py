@@ -1,12 +1,16 @@
 """What every training and evaluate step logs the same way: dataset inputs, the LoggedModel, and
-the final metrics (``best_val_*``, ``test_*``) linked to that model."""
+the final metrics (``best_val_*``, ``test_*``, over one or more seeds) linked to that model, with the
+per-prediction test ranks that paired significance tests between runs need."""
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
 
 from seqrec import tracking
 from seqrec.data.dataset import ProcessedDataset
@@ -15,6 +19,8 @@ from seqrec.serving.recommender import Recommender
 from seqrec.workflow.plots import plot_by_length
 
 TRAINING_SPLITS = ("train_tr", "valid", "train_full", "test")
+RANKING_PREFIXES = ("val_recall", "val_mrr", "val_ndcg")  # the validation metrics reported as best_val_*
+RANKS_ARTIFACT = "test_ranks.npy"
 
 
 def log_inputs(data: ProcessedDataset, splits: tuple[str, ...] = TRAINING_SPLITS) -> dict[str, tracking.SplitDataset]:
@@ -45,12 +51,76 @@ def log_trained_model(scorer, data: ProcessedDataset, max_len: int, tags: dict[s
     return info.model_id
 
 
-def log_final_metrics(model_id: str, datasets: dict[str, tracking.SplitDataset], best_val: dict[str, float],
-                      test: EvalResult, extra: dict[str, float]) -> None:
-    """``best_val_*`` (validation Recall/MRR/NDCG at the selected epoch, linked to the valid split), ``test_*``
-    (linked to the test split) and ``extra`` (times, sizes), all linked to the LoggedModel."""
-    ranking = {f"best_{k}": v for k, v in best_val.items() if k.startswith(("val_recall", "val_mrr", "val_ndcg"))}
-    tracking.log_metrics_at(ranking, model_id=model_id, dataset=datasets.get("valid"))
-    tracking.log_metrics_at(test.prefixed("test"), model_id=model_id, dataset=datasets.get("test"))
-    tracking.log_metrics_at(extra, model_id=model_id)
-    log_test_plots(test)
+@dataclass
+class SeedResult:
+    """One seed's outcome: validation at its selected epoch (``best_val_*``), its test evaluation, and its
+    own figures (``train_seconds``, ``best_epoch``, ...)."""
+
+    best_val: dict[str, float]
+    test: EvalResult
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """Every final metric of the seed under its MLflow name."""
+        ranking = {f"best_{k}": v for k, v in self.best_val.items() if k.startswith(RANKING_PREFIXES)}
+        return {**ranking, **self.test.prefixed("test"), **self.extra}
+
+
+def over_seeds(results: list[SeedResult]) -> dict[str, float]:
+    """Each final metric as the mean over the seeds under its plain name, and with several seeds also as
+    ``<name>_mean``, ``<name>_std`` (sample standard deviation) and ``<name>_seed<i>`` (i = 1..N)."""
+    per_seed = [r.metrics() for r in results]
+    out: dict[str, float] = {}
+    for name in per_seed[0]:
+        values = np.array([m[name] for m in per_seed], dtype=np.float64)
+        out[name] = float(values.mean())
+        if len(values) > 1:
+            out[f"{name}_mean"] = out[name]
+            out[f"{name}_std"] = float(values.std(ddof=1))
+            out.update({f"{name}_seed{i}": float(v) for i, v in enumerate(values, 1)})
+    return out
+
+
+def log_final_metrics(model_id: str, datasets: dict[str, tracking.SplitDataset], results: list[SeedResult],
+                      extra: dict[str, float] | None = None) -> dict[str, float]:
+    """Log the final metrics of one or more seeds (``over_seeds``): ``best_val_*`` linked to the valid split,
+    ``test_*`` to the test split, the rest (times, sizes and ``extra``) to the LoggedModel only; every test
+    rank as ``test_ranks.npy`` (``[seeds, predictions]`` int32, in the split's prediction order, for paired
+    tests between runs) and the first seed's by-length breakdown. Returns what was logged."""
+    logged = {**over_seeds(results), **(extra or {})}
+    for prefix, dataset in (("best_val_", datasets.get("valid")), ("test_", datasets.get("test"))):
+        tracking.log_metrics_at({k: v for k, v in logged.items() if k.startswith(prefix)}, model_id=model_id,
+                                dataset=dataset)
+    tracking.log_metrics_at({k: v for k, v in logged.items() if not k.startswith(("best_val_", "test_"))},
+                            model_id=model_id)
+    log_test_ranks([r.test for r in results])
+    log_test_plots(results[0].test)
+    return logged
+
+
+def log_test_ranks(tests: list[EvalResult]) -> None:
+    """``test_ranks.npy``: the rank of every test prediction of each seed, ``[seeds, predictions]`` int32."""
+    if any(t.ranks is None for t in tests):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / RANKS_ARTIFACT
+        np.save(path, np.stack([t.ranks for t in tests]).astype(np.int32))
+        mlflow.log_artifact(str(path))
+
+
+def load_test_ranks(run_id: str) -> np.ndarray | None:
+    """The ``[seeds, predictions]`` test ranks a training run logged, or ``None`` for a run without them."""
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=RANKS_ARTIFACT)
+    except (MlflowException, OSError):
+        return None
+    return np.load(path)
+
+
+def seed_summary(test: dict[str, float]) -> str:
+    """``Recall@20 0.5012, MRR@20 0.1803`` (``+- std`` after each when the run had several seeds)."""
+    def shown(name: str) -> str:
+        std = test.get(f"{name}_std")
+        return f"{test[name]:.4f}" + (f" +- {std:.4f}" if std is not None else "")
+
+    return f"Recall@20 {shown('test_recall_at_20')}, MRR@20 {shown('test_mrr_at_20')}"

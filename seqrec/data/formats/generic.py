@@ -1,0 +1,104 @@
+"""Any click log as CSV or Parquet, with a column mapping (``session=COL,item=COL,time=COL[,event=COL]``).
+
+Ids are kept as they are: CSV ids are read as text (so ``007`` stays ``007``), Parquet integer ids stay
+integers. Times are unix seconds, milliseconds or ISO-8601 text (``time_unit``); Parquet timestamp
+columns are read as such.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from seqrec.data.formats.common import (
+    ANY,
+    FLOAT,
+    ISO_ANY,
+    LABEL,
+    Clicks,
+    DataFormatError,
+    Field,
+    ReadOptions,
+    check_file,
+    event_filter,
+    first_line,
+    id_column,
+    read_delimited,
+    read_header,
+)
+from seqrec.data.formats.jsonl import flat_clicks
+
+_SEPARATORS = (",", ";", "\t", "|")
+
+
+def sniff_separator(path: Path, columns: dict[str, str]) -> str:
+    """The separator whose split of the header line holds every mapped column (else the most frequent)."""
+    line = first_line(path)
+    for sep in _SEPARATORS:
+        names = [n.strip().strip('"') for n in line.split(sep)]
+        if all(c in names for c in columns.values()):
+            return sep
+    return max(_SEPARATORS, key=line.count)
+
+
+def _fields(columns: dict[str, str], unit: str) -> list[Field]:
+    time = Field("time", columns["time"], pa.string(), ISO_ANY, "an ISO-8601 time like 2014-04-07T10:51:09Z") \
+        if unit == "iso" else Field("time", columns["time"], pa.float64(), FLOAT, f"a number of {unit} since 1970")
+    fields = [Field("session", columns["session"], pa.string(), ANY, "a session id"),
+              Field("item", columns["item"], pa.string(), ANY, "an item id"), time]
+    if "event" in columns:
+        fields.append(Field("event", columns["event"], LABEL, ANY, "an event type"))
+    return fields
+
+
+def read_csv(path: Path, options: ReadOptions) -> Clicks:
+    """A delimited text file with a header line naming the mapped columns."""
+    check_file(path)
+    unit = options.time_unit or "s"
+    sep = options.sep or sniff_separator(path, options.columns)
+    fields = _fields(options.columns, unit)
+    header = read_header(path, sep, fields)
+    table, skipped = read_delimited(path, fields, sep, header, options.on_bad_lines)
+    if "event" in options.columns and options.events:
+        table = table.filter(event_filter(table["event"], options.events))
+    return flat_clicks(path, [table], unit, skipped, options)
+
+
+def read_parquet(path: Path, options: ReadOptions) -> Clicks:
+    """A Parquet file; a null in a mapped column is an error naming the record (or skipped)."""
+    check_file(path)
+    unit = options.time_unit or "s"
+    cols = options.columns
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataFormatError(f"{path}: expected a Parquet file: {exc}") from exc
+    missing = [c for c in cols.values() if c not in schema.names]
+    if missing:
+        raise DataFormatError(f"{path}: expected columns {list(cols.values())}, missing {missing} "
+                              f"(the file has {schema.names})")
+    table = pq.read_table(path, columns=list(cols.values())).rename_columns(list(cols))
+    time_type = table["time"].type
+    numeric = pa.types.is_integer(time_type) or pa.types.is_floating(time_type)
+    if not (pa.types.is_timestamp(time_type) or (numeric and unit != "iso") or
+            (pa.types.is_string(time_type) and unit == "iso")):
+        raise DataFormatError(f"{path}: column {cols['time']!r} is {time_type}; expected a timestamp, numbers "
+                              f"(time_unit=s|ms) or ISO-8601 text (time_unit=iso)")
+    valid = None
+    for role in cols:
+        ok = pc.is_valid(table[role])
+        if role != "time" and not pa.types.is_integer(table[role].type):
+            ok = pc.and_(ok, pc.not_equal(pc.fill_null(id_column(table[role]), ""), ""))
+        valid = ok if valid is None else pc.and_(valid, ok)
+    bad = np.flatnonzero(~valid.to_numpy(zero_copy_only=False))
+    if bad.size and options.on_bad_lines == "error":
+        row = table.slice(int(bad[0]), 1).to_pylist()[0]
+        raise DataFormatError(f"{path}: record {bad[0] + 1}: expected a value in every mapped column, got {row}")
+    table = table.filter(valid)
+    if "event" in cols and options.events:
+        table = table.filter(event_filter(table["event"], options.events))
+    return flat_clicks(path, [table], unit, int(bad.size), options)
