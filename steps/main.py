@@ -21,8 +21,11 @@ def parse_args(argv: list[str] | None = None) -> MainParams:
     p.add_argument("--models", default="all", help="comma-separated model names, or all")
     p.add_argument("--time-budget", type=float, default=MainParams.time_budget,
                    help="seconds for the whole run, shared by the neural models (0: no limit)")
+    p.add_argument("--seeds", type=int_arg, default=1,
+                   help="repeat each training run's protocol with N seeds; the comparison shows mean +- std")
     a = p.parse_args(argv)
-    return MainParams(a.clicks, a.buys, a.fraction, a.synthetic_clicks, a.seed, a.epochs, a.models, a.time_budget)
+    return MainParams(a.clicks, a.buys, a.fraction, a.synthetic_clicks, a.seed, a.epochs, a.models, a.time_budget,
+                      a.seeds)
 
 
 def main(argv: list[str] | None = None) -> int:

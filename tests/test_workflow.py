@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import mlflow
 import pytest
 
@@ -178,3 +180,21 @@ def test_main_runs_nested_steps_compares_and_reuses(tmp_path, monkeypatch):
                                   filter_string=f"tags.mlflow.parentRunId = '{parent2.info.run_id}'")
     reused = {p.data.tags.get("seqrec.reused_run_id") for p in pointers}
     assert set(first["runs"].values()) <= reused
+
+
+def test_main_with_seeds_shows_mean_and_spread_and_tests_the_best_against_the_runner_up(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEQREC_CHECKPOINTS", str(tmp_path / "ck"))
+    params = MainParams(synthetic_clicks=15_000, seed=4, epochs=1, models="pop,sasrec", seeds=2,
+                        neural_overrides={"hidden": 16, "blocks": 1, "progress": False})
+    result = run_main(params)
+    rows = {r["model"]: r for r in result["comparison"]}
+    assert rows["sasrec"]["seeds"] == 2 and rows["sasrec"]["test_mrr_at_20_std"] > 0  # two seeds differ
+    assert rows["pop"]["test_mrr_at_20_std"] == 0  # deterministic
+    parent = mlflow.last_active_run()
+    table = Path(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="comparison.md",
+                                                     dst_path=str(tmp_path))).read_text()
+    sasrec_line = next(line for line in table.splitlines() if line.startswith("| sasrec"))
+    assert " ± " in sasrec_line and "| 2 |" in sasrec_line
+    assert "paired bootstrap" in table and "p = " in table
+    assert "significance_p_mrr_at_20" in parent.data.metrics

@@ -62,6 +62,7 @@ class MainParams:
     epochs: int = 0  # cap on the selection epochs of every neural model (0: the presets' own maximum)
     models: str = "all"  # comma-separated names (pop, sr, ..., gru4rec, sasrec, bert4rec) or "all"
     time_budget: float = 480.0  # seconds for the whole run, shared by the neural models (0: no limit)
+    seeds: int = 1  # each training run repeats its protocol with this many seeds (mean +- std in the table)
     neural_overrides: dict = field(default_factory=dict)
 
 
@@ -164,15 +165,16 @@ def train_neural_models(params: MainParams, plan: list[tuple[str, str, dict]], d
     runs = {}
     for i, (model, preset, overrides) in enumerate(plan):
         # the budget, not the limit it gives this run, is what a reused run must have been trained under
-        payload = {**digest, "preset": preset, "overrides": overrides, "time_budget": params.time_budget}
+        payload = {**digest, "preset": preset, "overrides": overrides, "time_budget": params.time_budget,
+                   "seeds": params.seeds}
         limited = dict(overrides)
-        if params.time_budget:
+        if params.time_budget:  # each seed selects for its part of the run's share
             limited["max_seconds"] = selection_seconds(params.time_budget - (time.monotonic() - started),
-                                                       len(plan) - i)
+                                                       len(plan) - i) / params.seeds
             print(f"main: {model}-{preset} selects for at most {limited['max_seconds']:.0f} s", flush=True)
         runs[f"{model}-{preset}"] = reuse_or_run(
             f"train_{model}:{preset}", payload,
-            lambda m=model, p=preset, o=limited: run_neural(m, data_dir, p, o, nested=True))[0]
+            lambda m=model, p=preset, o=limited: run_neural(m, data_dir, p, o, nested=True, seeds=params.seeds))[0]
     return runs
 
 
@@ -204,7 +206,8 @@ def run_main(params: MainParams) -> dict:
         for model in BASELINES:
             if model in wanted:
                 results["runs"][model] = reuse_or_run(
-                    f"train_baseline:{model}", digest, lambda m=model: run_baseline(data_dir, m, nested=True))[0]
+                    f"train_baseline:{model}", {**digest, "seeds": params.seeds},
+                    lambda m=model: run_baseline(data_dir, m, nested=True, seeds=params.seeds))[0]
         results["runs"].update(train_neural_models(params, plan, data_dir, digest, started))
         try:
             decision = run_register(data_dir, nested=True)
