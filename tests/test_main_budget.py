@@ -60,7 +60,7 @@ def test_a_neural_run_gets_its_share_when_it_starts(monkeypatch):
     monkeypatch.setattr(workflow_main, "time", SimpleNamespace(monotonic=lambda: next(clock)))
     monkeypatch.setattr(workflow_main, "reuse_or_run", lambda name, payload, execute: (execute(), False))
     monkeypatch.setattr(workflow_main, "run_neural",
-                        lambda model, data_dir, preset, over, nested, seeds: limits.append(over["max_seconds"]) or model)
+                        lambda model, data, preset, over, nested, seeds: limits.append(over["max_seconds"]) or model)
     plan = neural_plan(MainParams())
     runs = workflow_main.train_neural_models(MainParams(time_budget=480.0), plan, "d", {}, started=0.0)
     assert list(runs) == [f"{m}-{p}" for m, p, _ in plan]
