@@ -61,7 +61,7 @@ class MainParams:
     seed: int = 0
     epochs: int = 0  # cap on the selection epochs of every neural model (0: the presets' own maximum)
     models: str = "all"  # comma-separated names (pop, sr, ..., gru4rec, sasrec, bert4rec) or "all"
-    time_budget: float = 480.0  # seconds for the whole run, shared by the neural models (0: no limit)
+    time_budget: float = 420.0  # seconds for the whole run, shared by the neural models (0: no limit)
     seeds: int = 1  # each training run repeats its protocol with this many seeds (mean +- std in the table)
     neural_overrides: dict = field(default_factory=dict)
 
