@@ -23,6 +23,19 @@ _ACCEPTS: dict[type, tuple[type, str]] = {
 }
 
 
+def parse_value(text: str) -> int | float | bool | str:
+    """An override value as typed on a command line: int, float, bool or text, in that order of preference."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
 def check_types(owner: str, config_class: type, values: dict[str, Any]) -> None:
     """Refuse a value of ``values`` that its field of ``config_class`` does not take, naming ``owner``
     (the model or the settings), the field, the value and the expected type.

@@ -27,6 +27,8 @@ from typing import Any
 
 import optuna
 
+from seqrec.configs import parse_value
+
 STUDY_ROOT = Path(os.environ.get("SEQREC_STUDIES", "studies"))
 
 # The default search space of each model; a parameter fixed by the caller (``params``) leaves it.
@@ -65,19 +67,6 @@ SPACES: dict[str, dict[str, str]] = {
 _KINDS = ("uniform", "loguniform", "int", "logint", "choice")
 
 
-def _value(text: str) -> int | float | bool | str:
-    """A choice or bound as int, float, bool or text, in that order of preference."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
 @dataclass(frozen=True)
 class Dimension:
     """One searched parameter: its kind (``uniform``, ``loguniform``, ``int``, ``logint``, ``choice``) and its
@@ -92,7 +81,7 @@ class Dimension:
         kind, *parts = text.strip().split(":")
         if kind not in _KINDS:
             raise ValueError(f"search space: {name}={text!r}: unknown kind {kind!r}, expected one of {_KINDS}")
-        values = tuple(_value(p) for p in parts)
+        values = tuple(parse_value(p) for p in parts)
         if kind == "choice":
             if not values:
                 raise ValueError(f"search space: {name}={text!r}: choice needs at least one value (choice:A:B)")

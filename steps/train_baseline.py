@@ -7,7 +7,7 @@ import sys
 
 from seqrec.models.baselines import BASELINES
 from seqrec.workflow.baseline import run_baseline
-from seqrec.workflow.cli import extra_overrides, int_arg, parse_overrides, run_step
+from seqrec.workflow.cli import int_arg, parse_with_overrides, run_step
 from seqrec.workflow.report import seed_summary
 
 
@@ -18,12 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-len", type=int_arg, default=50)
     p.add_argument("--params", default="", help="hyper-parameter overrides: key=value,key=value")
     p.add_argument("--seeds", type=int_arg, default=1, help="accepted; the baselines are deterministic (std 0)")
-    a, extra = p.parse_known_args(argv)
-    overrides = parse_overrides(a.params)
-    try:
-        overrides.update(extra_overrides(extra))
-    except ValueError as exc:
-        p.error(str(exc))
+    a, overrides = parse_with_overrides(p, argv)
 
     def action() -> str:
         run_id, m = run_baseline(a.data, a.model, overrides, a.max_len, seeds=a.seeds)

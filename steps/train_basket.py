@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from seqrec.workflow.basket import MODELS, run_basket
-from seqrec.workflow.cli import extra_overrides, parse_overrides, run_step
+from seqrec.workflow.cli import parse_with_overrides, run_step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,12 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, choices=MODELS)
     p.add_argument("--params", default="", help="overrides: key=value,key=value (preset=tiny|default for the "
                                                 "encoder of sasrec and gru4rec)")
-    a, extra = p.parse_known_args(argv)
-    overrides = parse_overrides(a.params)
-    try:
-        overrides.update(extra_overrides(extra))
-    except ValueError as exc:
-        p.error(str(exc))
+    a, overrides = parse_with_overrides(p, argv)
 
     def action() -> str:
         run_id, m = run_basket(a.data, a.model, overrides)

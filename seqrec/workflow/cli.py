@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import errno
 import sys
+from argparse import ArgumentParser, Namespace
 from collections.abc import Callable
 from typing import Literal
+
+from seqrec.configs import parse_value
 
 
 def int_arg(value: str) -> int:
@@ -29,19 +32,6 @@ def bool_arg(value: str) -> bool:
 def resume_arg(value: str) -> bool | Literal["auto"]:
     """Parse ``--resume``: ``auto`` or a bool (``true/false/1/0/yes/no``)."""
     return "auto" if value.strip().lower() == "auto" else bool_arg(value)
-
-
-def parse_value(text: str) -> int | float | bool | str:
-    """An override value: int, float, bool or string, in that order of preference."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def parse_overrides(text: str) -> dict:
@@ -88,3 +78,15 @@ def extra_overrides(extra: list[str]) -> dict:
     if len(extra) % 2 or any(not k.startswith("--") for k in extra[::2]):
         raise ValueError(f"extra arguments must be --name value pairs (e.g. --k 200), got {extra}")
     return {k[2:].replace("-", "_"): parse_value(v) for k, v in zip(extra[::2], extra[1::2], strict=True)}
+
+
+def parse_with_overrides(parser: ArgumentParser, argv: list[str] | None) -> tuple[Namespace, dict]:
+    """Parse ``argv``; ``--params k=v,...`` and every ``--name value`` pair the parser does not know become
+    overrides (a malformed pair is a usage error naming it)."""
+    args, extra = parser.parse_known_args(argv)
+    overrides = parse_overrides(args.params)
+    try:
+        overrides.update(extra_overrides(extra))
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args, overrides

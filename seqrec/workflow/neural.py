@@ -211,7 +211,7 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
     """Command line of a ``train_<model>`` entry point; extra ``--key value`` pairs override any field."""
     import argparse
 
-    from seqrec.workflow.cli import extra_overrides, int_arg, parse_overrides, resume_arg, run_step
+    from seqrec.workflow.cli import int_arg, parse_with_overrides, resume_arg, run_step
 
     p = argparse.ArgumentParser(description=f"Train {model_name}: select on valid, refit, test, log to MLflow.",
                                 allow_abbrev=False)  # `--seed 3` overrides the seed, never means `--seeds 3`
@@ -227,14 +227,9 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
     p.add_argument("--nproc", type=int_arg, default=1, help="processes: > 1 relaunches itself under torchrun (DDP)")
     p.add_argument("--seeds", type=int_arg, default=1,
                    help="repeat the protocol with N seeds; final metrics are means, also as _mean and _std")
-    args, extra = p.parse_known_args(argv)
+    args, overrides = parse_with_overrides(p, argv)
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return distributed.relaunch(model_name, args.nproc, sys.argv[1:] if argv is None else argv)
-    overrides = parse_overrides(args.params)
-    try:
-        overrides.update(extra_overrides(extra))
-    except ValueError as exc:
-        p.error(str(exc))
     if args.epochs:
         overrides["epochs"] = args.epochs
     if args.device:
