@@ -1,10 +1,10 @@
 """Does the built-in data behave like real clicks? Its EDA next to the real sample's, and the models' order.
 
     python benchmarks/bench_generator.py [--clicks N] [--seed 0] [--models pop,sr,vstan,gru4rec,sasrec]
-                                         [--presets small,default] [--eda-only]
+                                         [--presets sample,default] [--eda-only]
 
 Prints the EDA figures (``seqrec.eda``) of the generated data of ``main``'s size and of the real
-YooChoose sample side by side, then trains the baselines, GRU4Rec (``small``) and SASRec (``default``)
+YooChoose sample side by side, then trains the baselines, GRU4Rec (``sample``) and SASRec (``default``)
 on the generated data with ``main``'s settings (its presets, early stopping, epoch cap, and the
 selection time that ``main``'s budget gives its first neural run) and prints best valid / test MRR@20
 per model and the order of the model families. On real clicks the neural models lead, the session-kNN
@@ -102,7 +102,7 @@ def main() -> None:
     p.add_argument("--clicks", type=int, default=defaults.synthetic_clicks)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--models", default=",".join([*BASELINES, "gru4rec", "sasrec"]))
-    p.add_argument("--presets", default="small,default", help="presets of the neural models (of main's)")
+    p.add_argument("--presets", default="sample,default", help="presets of the neural models (of main's)")
     p.add_argument("--time-budget", type=float, default=defaults.time_budget,
                    help="main's time budget that sets the selection time (0: no limit, early stopping alone)")
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="main's cap on the epochs (0: the presets')")
