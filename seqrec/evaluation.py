@@ -19,11 +19,11 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from seqrec.data.dataset import SessionSplit, gather_windows
 from seqrec.devices import device_of
 from seqrec.models.base import SequenceModel
+from seqrec.progress import progress_bar
 
 KS = (10, 20)
 # the one metric that selects epochs, settings and the registered champion (as val_/best_val_ names)
@@ -185,7 +185,7 @@ def _rank_split(model: Scorer | SequenceModel, split: SessionSplit, n_items: int
     tied = np.empty(n, dtype=bool)
     recommended = np.zeros(n_items + 1, dtype=np.int64)
     step = _batch_size_for(model, n_items, batch_size)
-    for lo in tqdm(range(0, n, step), desc=desc, disable=not progress, leave=False, unit="batch"):
+    for lo in progress_bar(range(0, n, step), desc=desc, disable=not progress, leave=False, unit="batch"):
         hi = min(lo + step, n)
         inputs = torch.from_numpy(gather_windows(items, starts[lo:hi], targets[lo:hi], max_len)).to(device)
         ranking = _rank_batch(model, inputs, torch.from_numpy(items[targets[lo:hi]]).to(device), n_items, max(KS))

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from seqrec import distributed
 from seqrec.configs import check_types
@@ -45,6 +44,7 @@ from seqrec.evaluation import SELECTION_METRIC, EvalResult, evaluate
 from seqrec.models import registry
 from seqrec.models.base import LoaderSpec, SequenceModel, SessionParallel, Windows
 from seqrec.optim import clip_gradients, make_optimizer, make_scheduler
+from seqrec.progress import progress_bar
 
 CHECKPOINT_ROOT = Path(os.environ.get("SEQREC_CHECKPOINTS", "checkpoints"))
 
@@ -341,7 +341,7 @@ class Trainer:
         phase.model.train()
         total, count, state = 0.0, 0, None
         batches = self._loader(phase.model, phase.split, epoch, popularity=phase.popularity)
-        bar = tqdm(batches, desc=f"{phase.name} epoch {epoch}", leave=False, unit="batch",
+        bar = progress_bar(batches, desc=f"{phase.name} epoch {epoch}", leave=False, unit="batch",
                    disable=not (self.runtime.progress and self.is_main))
         steps = distributed.agreed_steps(len(batches))
         for batch in bar:

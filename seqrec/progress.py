@@ -1,0 +1,25 @@
+"""Progress bars: redrawn live on a terminal, one line every half minute when written to a log file.
+
+Without a terminal every redraw of a bar would become a line of the log (``make run``'s log, CI output),
+megabytes of them over a training run; the longer interval keeps logs readable and still shows progress.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+LOG_INTERVAL_S = 30.0
+
+
+def progress_bar(iterable: Iterable[T], **kwargs) -> tqdm:
+    """``tqdm(iterable, **kwargs)``, redrawn at most every ``LOG_INTERVAL_S`` seconds when stderr is not a
+    terminal."""
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", LOG_INTERVAL_S)
+    return tqdm(iterable, **kwargs)
