@@ -182,6 +182,20 @@ def test_an_interrupted_study_resumes_where_it_stopped(small, env, monkeypatch):
     assert final["test_recall_at_20_std"] == 0.0 and final["test_recall_at_20_mean"] == final["test_recall_at_20"]
 
 
+def test_parallel_trials_each_log_their_own_nested_run(small, env):
+    out = run_tune(TuneParams("meanemb", str(small), "tiny", epochs=2, trials=4, jobs=2, study="meanemb-jobs",
+                              space="lr=loguniform:1e-3:1e-1,hidden=choice:16:32", params=dict(FAST)))
+    assert out["trials"]["trials_added"] == 4 and out["trials"]["trials_fail"] == 0
+    trials = [r for r in _children(out["run_id"]) if "seqrec.trial" in r.data.tags]
+    assert sorted(int(r.data.tags["seqrec.trial"]) for r in trials) == [0, 1, 2, 3]
+    client = mlflow.MlflowClient()
+    for run in trials:  # each thread's curves landed in its own trial's run
+        history = client.get_metric_history(run.info.run_id, "val_mrr_at_20")
+        assert [m.step for m in history] in ([1], [1, 2])
+        assert float(run.data.params["lr"]) in {t.params["lr"] for t in optuna.load_study(
+            study_name="meanemb-jobs", storage=f"sqlite:///{tuning.study_path('meanemb-jobs')}").trials}
+
+
 def test_search_spaces_parse_override_and_refuse_bad_text():
     space = tuning.search_space("sasrec", "lr=loguniform:1e-4:1e-2,hidden=choice:64:128,blocks=int:1:2",
                                 fixed={"dropout": 0.3})
