@@ -59,14 +59,14 @@ def _children(parent_id: str) -> list:
 
 @pytest.fixture(scope="module")
 def tuned(small, env):
-    """A 3-trial MeanEmb study: two good learning rates, then a hopeless one (enqueued, so the test does not
-    depend on the sampler); the final run with 2 seeds; the setting written as a preset."""
+    """A 3-trial MeanEmb study capped at 3 epochs: two good learning rates, then a hopeless one (enqueued, so
+    the test does not depend on the sampler); the final run with 2 seeds; the setting written as a preset."""
     data = ProcessedDataset.load(small)
     identity = {"model": "meanemb", "preset": "tiny", "data_digest": data.digest, "metric": "val_mrr_at_20"}
     study = tuning.open_study("meanemb-s", identity)
     for lr in (1e-2, 2e-2, 1e-9):
         study.enqueue_trial({"lr": lr, "hidden": 16})
-    params = TuneParams("meanemb", str(small), "tiny", epochs=2, trials=3, study="meanemb-s", seeds=2,
+    params = TuneParams("meanemb", str(small), "tiny", epochs=3, trials=3, study="meanemb-s", seeds=2,
                         space="lr=loguniform:1e-9:1e-1,hidden=choice:16:32", params=dict(FAST),
                         write_preset="tuned-test")
     return run_tune(params)
@@ -142,6 +142,7 @@ def test_the_final_run_with_two_seeds_logs_each_seed_their_mean_std_and_ranks(tu
 def test_the_best_setting_is_written_as_a_preset_that_trains_like_any(tuned, env):
     stored = json.loads((env / "tuned_presets.json").read_text())["meanemb"]["tuned-test"]
     assert stored["train"]["lr"] == tuned["best"]["lr"] and stored["model"]["hidden"] == 16
+    assert stored["train"]["epochs"] == 3  # the study's epoch cap is part of the setting it chose (tiny: 2)
     assert "threads" not in stored["train"]  # runtime switches are no part of a preset
     model_cfg, train_cfg, _ = split_overrides("meanemb", "tuned-test", {})
     assert model_cfg.hidden == 16 and train_cfg.lr == tuned["best"]["lr"]

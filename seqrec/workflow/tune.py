@@ -96,7 +96,7 @@ def run_tune(p: TuneParams, nested: bool = False) -> dict[str, Any]:
         tracking.log_params({f"best.{k}": v for k, v in best.items()})
         tracking.log_json(best, "best_params.json")
         if p.write_preset:
-            path = tuning.save_preset(p.model, p.write_preset, p.preset, {**p.params, **best})
+            path = tuning.save_preset(p.model, p.write_preset, p.preset, {**fixed, **best})
             mlflow.set_tag("seqrec.written_preset", p.write_preset)
             print(f"tune: wrote preset {p.write_preset!r} of {p.model} to {path}", flush=True)
         if neural:
