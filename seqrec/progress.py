@@ -18,8 +18,8 @@ LOG_INTERVAL_S = 30.0
 
 
 def progress_bar(iterable: Iterable[T], **kwargs) -> tqdm:
-    """``tqdm(iterable, **kwargs)``, redrawn at most every ``LOG_INTERVAL_S`` seconds when stderr is not a
-    terminal."""
-    if not sys.stderr.isatty():
+    """``tqdm(iterable, **kwargs)``, redrawn at most every ``LOG_INTERVAL_S`` seconds when the stream it writes
+    to (``file``, stderr by default) is not a terminal."""
+    if not kwargs.get("file", sys.stderr).isatty():
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)
     return tqdm(iterable, **kwargs)

@@ -342,7 +342,7 @@ class Trainer:
         total, count, state = 0.0, 0, None
         batches = self._loader(phase.model, phase.split, epoch, popularity=phase.popularity)
         bar = progress_bar(batches, desc=f"{phase.name} epoch {epoch}", leave=False, unit="batch",
-                   disable=not (self.runtime.progress and self.is_main))
+                           disable=not (self.runtime.progress and self.is_main))
         steps = distributed.agreed_steps(len(batches))
         for batch in bar:
             if count == steps:

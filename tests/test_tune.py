@@ -190,11 +190,12 @@ def test_parallel_trials_each_log_their_own_nested_run(small, env):
     trials = [r for r in _children(out["run_id"]) if "seqrec.trial" in r.data.tags]
     assert sorted(int(r.data.tags["seqrec.trial"]) for r in trials) == [0, 1, 2, 3]
     client = mlflow.MlflowClient()
+    study = optuna.load_study(study_name="meanemb-jobs", storage=f"sqlite:///{tuning.study_path('meanemb-jobs')}")
+    proposed = {t.params["lr"] for t in study.trials}
     for run in trials:  # each thread's curves landed in its own trial's run
         history = client.get_metric_history(run.info.run_id, "val_mrr_at_20")
         assert [m.step for m in history] in ([1], [1, 2])
-        assert float(run.data.params["lr"]) in {t.params["lr"] for t in optuna.load_study(
-            study_name="meanemb-jobs", storage=f"sqlite:///{tuning.study_path('meanemb-jobs')}").trials}
+        assert float(run.data.params["lr"]) in proposed
 
 
 def test_search_spaces_parse_override_and_refuse_bad_text():
