@@ -29,6 +29,18 @@ def test_a_prefix_is_scored_at_a_mask_appended_after_it():
     torch.testing.assert_close(scores[:, 1:], states @ m.item_emb.weight[1:31].T)
 
 
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_states_at_masked_positions_are_those_of_the_whole_window(norm_first):
+    """``encode(at=mask)`` skips the last block's projection and feed-forward net elsewhere, nothing more."""
+    m = model(norm_first=norm_first)
+    inputs = torch.tensor([[0, 0, 0, 0, 5, 31, 7, 31], [1, 2, 31, 4, 5, 6, 7, 8]])
+    at = torch.zeros_like(inputs, dtype=torch.bool)
+    at[0, [5, 7]], at[1, [0, 2, 7]] = True, True
+    states = m.encode(inputs, at=at)
+    assert states.shape == (5, 16)
+    torch.testing.assert_close(states, m.encode(inputs)[at])
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_masked_item_loss_is_finite_with_padded_rows(training):
     m = model(mask_ratio=0.5).train(training)

@@ -64,7 +64,7 @@ class BERT4Rec(TransformerEncoder):
             masked[:, -1] = True
             masked &= real
         corrupted = sequence.masked_fill(masked, self.mask_id)
-        states = self.encode(corrupted)[masked]  # [masked clicks, hidden]
+        states = self.encode(corrupted, at=masked)  # [masked clicks, hidden]
         logits = self._logits(states, self.item_emb.weight[1 : self.n_items + 1])
         return F.cross_entropy(logits.float(), sequence[masked] - 1,
                                label_smoothing=self.config.label_smoothing if self.training else 0.0)

@@ -59,15 +59,22 @@ class TransformerBlock(nn.Module):
         attn = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.attn_dropout if self.training else 0.0
         )
-        return self.dropout(self.proj(attn.transpose(1, 2).reshape(b, q.shape[2], d)))
+        return attn.transpose(1, 2).reshape(b, q.shape[2], d)  # the heads side by side, before the projection
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """``[B, L, hidden]`` -> the same shape, or ``[B, 1, hidden]`` (the last position) if ``last_only``."""
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False,
+                at: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, L, hidden]`` -> the same shape, or ``[B, 1, hidden]`` (the last position) if ``last_only``,
+        or ``[at.sum(), hidden]`` (the positions of the ``[B, L]`` bool mask ``at``, in row-major order):
+        every position is attended to, but only the positions asked for are projected and fed forward."""
         residual = x[:, -1:] if last_only else x
+        attended = self._attend(self.norm1(x) if self.norm_first else x, allowed, last_only)
+        if at is not None:
+            residual, attended = residual[at], attended[at]
+        attended = self.dropout(self.proj(attended))
         if self.norm_first:
-            x = residual + self._attend(self.norm1(x), allowed, last_only)
+            x = residual + attended
             return x + self.dropout(self.ffn(self.norm2(x)))
-        x = self.norm1(residual + self._attend(x, allowed, last_only))
+        x = self.norm1(residual + attended)
         return self.norm2(x + self.dropout(self.ffn(x)))
 
 
@@ -105,11 +112,13 @@ class TransformerEncoder(SequenceModel):
         """The ``[MASK]`` token: BERT4Rec's masked positions, SASRec's ``item_mask`` corruption."""
         return self.n_items + 1
 
-    def encode(self, inputs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def encode(self, inputs: torch.Tensor, last_only: bool = False, at: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, L]`` left-padded ids -> ``[B, L, hidden]`` states (causal: position t sees inputs <= t).
 
         ``last_only`` returns only the last position's states ``[B, 1, hidden]``, and the last block
-        computes its attention queries and feed-forward net for that position alone.
+        computes its attention queries and feed-forward net for that position alone. ``at`` (a ``[B, L]``
+        bool mask) returns only those positions' states ``[at.sum(), hidden]`` (``encode(inputs)[at]``),
+        and the last block projects and feeds forward those positions alone: BERT4Rec's masked clicks.
 
         A click's position is the number of clicks before it in its row (counted from the session's
         start), so the output after a session's t-th click is computed exactly as for a prefix of t
@@ -129,7 +138,8 @@ class TransformerEncoder(SequenceModel):
             keys = keys & torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()[None, None]
         allowed = keys | torch.eye(length, dtype=torch.bool, device=inputs.device)[None, None]  # no empty rows
         for i, block in enumerate(self.blocks):
-            x = block(x, allowed, last_only and i == len(self.blocks) - 1)
+            last = i == len(self.blocks) - 1
+            x = block(x, allowed, last_only and last, at if last else None)
         x = x[:, -1:] if last_only else x
         return self.final_norm(x) if self.config.norm_first else x
 
