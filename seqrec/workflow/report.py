@@ -67,9 +67,14 @@ class SeedResult:
 
 
 def over_seeds(results: list[SeedResult]) -> dict[str, float]:
-    """Each final metric as the mean over the seeds under its plain name, and with several seeds also as
-    ``<name>_mean``, ``<name>_std`` (sample standard deviation) and ``<name>_seed<i>`` (i = 1..N)."""
-    per_seed = [r.metrics() for r in results]
+    """The final metrics of the seeds' results, aggregated by ``spread``."""
+    return spread([r.metrics() for r in results])
+
+
+def spread(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric of ``per_seed`` (one dict per seed) as the mean over the seeds under its plain name, and
+    with several seeds also as ``<name>_mean``, ``<name>_std`` (sample standard deviation) and
+    ``<name>_seed<i>`` (i = 1..N)."""
     out: dict[str, float] = {}
     for name in per_seed[0]:
         values = np.array([m[name] for m in per_seed], dtype=np.float64)
