@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
 import mlflow
 
 from seqrec import tracking
+from seqrec.trainer import RuntimeConfig
 from seqrec.workflow.report import spread
 
 METRICS = ("best_val_mrr_at_20", "test_recall_at_10", "test_mrr_at_10", "test_recall_at_20", "test_mrr_at_20")
-# logged with the training settings, but not what makes a run what it is (the seed is what differs)
-NOT_SETTINGS = ("train.seed", "train.threads", "train.device", "train.eval_batch_size", "train.compile",
-                "train.max_seconds")
+# logged as ``train.*`` but not what makes a run what it is: the runtime switches, and the seed that differs
+NOT_SETTINGS = {"train.seed", *(f"train.{f.name}" for f in fields(RuntimeConfig))}
 
 
 def newest_run(experiment_id: str, model: str, preset: str, dataset: str, seed: int) -> mlflow.entities.Run:
