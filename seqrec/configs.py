@@ -1,16 +1,29 @@
-"""Overrides checked against the field types of a config dataclass, before anything is built or run.
+"""Settings checked before anything is built or run: the value types of overrides, and the range of every field.
 
-A bad override (``epochs=2.5``, ``train_on=1``, ``dropout="x"``) would otherwise be stored as given and
-fail far from its cause, or not at all. A field annotated ``int``, ``float``, ``bool`` or ``str`` takes
-only a value of that type, with one widening: an int is a float. A bool is only a bool (``True`` for an
-int field is refused, though Python's ``bool`` is an ``int``).
+Types. A bad override (``epochs=2.5``, ``train_on=1``, ``dropout="x"``) would otherwise be stored as given and
+fail far from its cause, or not at all. A field annotated ``int``, ``float``, ``bool`` or ``str`` takes only a
+value of that type, with one widening: an int is a float. A bool is only a bool (``True`` for an int field is
+refused, though Python's ``bool`` is an ``int``).
+
+Ranges. A value of the right type can still be meaningless (``hidden=0``, ``k=-5``, ``dropout=1.5``): it would
+train a "successful" run of recall 0, or fail with a traceback after the data was loaded. A config dataclass
+declares the values each field allows next to the field, as data::
+
+    hidden: int = ranged(64, at_least(1))
+    dropout: float = ranged(0.2, share())
+    loss: str = ranged("ce", one_of("ce", "sampled"))
+
+and its ``__post_init__`` calls ``check_ranges(owner, self)`` (plus any check relating two fields, such as
+``heads`` dividing ``hidden``), so that every way of building it (presets, overrides, tuning trials, code) is
+checked before any data is read or any MLflow run is started. A value out of its range is a ``RangeError`` (a
+``ValueError``) that names the owner, the field, the value and the range: ``TrainConfig: epochs=-1 must be >= 1``.
 """
 
 from __future__ import annotations
 
 import numbers
 import typing
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any
 
@@ -62,3 +75,89 @@ def _field_types(config_class: type) -> dict[str, type]:
         raise TypeError(f"{config_class.__name__}: fields of unsupported types {unsupported} "
                         f"(a config takes {', '.join(t.__name__ for t in _ACCEPTS)})")
     return types
+
+
+class RangeError(ValueError):
+    """A setting outside its range, or at odds with another setting: ``"{owner}: {problem}"``."""
+
+    def __init__(self, owner: str, problem: str) -> None:
+        super().__init__(f"{owner}: {problem}")
+        self.owner, self.problem = owner, problem
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return RangeError, (self.owner, self.problem)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a setting allows: a number from ``low`` to ``high`` (``None``: no bound; an end is included
+    unless ``*_open``), or one of ``choices``. NaN is in no range."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple = ()
+
+    def allows(self, value: Any) -> bool:
+        if self.choices:
+            return any(value == c and type(value) is type(c) for c in self.choices)
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.choices:
+            return f"one of {self.choices}"
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+
+def at_least(low: float) -> Range:
+    """``value >= low`` (counts: ``at_least(1)``; weights and switches where 0 means off: ``at_least(0)``)."""
+    return Range(low=low)
+
+
+def above(low: float) -> Range:
+    """``value > low`` (a learning rate: ``above(0)``)."""
+    return Range(low=low, low_open=True)
+
+
+def in_range(low: float, high: float, high_open: bool = False) -> Range:
+    """``low <= value <= high`` (``< high`` if ``high_open``)."""
+    return Range(low=low, high=high, high_open=high_open)
+
+
+def share() -> Range:
+    """``0 <= value < 1``: a dropout, smoothing, masking or averaging rate."""
+    return in_range(0, 1, high_open=True)
+
+
+def one_of(*choices: Any) -> Range:
+    """One of the given values (a choice of text: an optimizer, a loss, a schedule)."""
+    return Range(choices=choices)
+
+
+def ranged(default: Any, allowed: Range) -> Any:
+    """A dataclass field with its ``default`` and the ``Range`` of values it allows (``check_ranges`` reads it)."""
+    return field(default=default, metadata={"range": allowed})
+
+
+def check_range(owner: str, name: str, value: Any, allowed: Range) -> None:
+    """Refuse a ``value`` of setting ``name`` outside ``allowed``, naming ``owner``, the field, the value and the
+    range."""
+    if not allowed.allows(value):
+        verb = "is not" if allowed.choices else "must be"
+        raise RangeError(owner, f"{name}={value!r} {verb} {allowed}")
+
+
+def check_ranges(owner: str, config: Any) -> None:
+    """Check every field of the dataclass instance ``config`` that declares a range (``ranged``), in field order."""
+    for f in fields(config):
+        if "range" in f.metadata:
+            check_range(owner, f.name, getattr(config, f.name), f.metadata["range"])

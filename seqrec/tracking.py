@@ -28,6 +28,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types.schema import ColSpec, Schema
 
 from seqrec.serving.recommender import Recommender
+from seqrec.version import code_version
 
 EXPERIMENT = "seqrec"
 TAG_MODEL = "seqrec.model"
@@ -36,6 +37,7 @@ TAG_DATASET = "seqrec.dataset"
 TAG_DIGEST = "seqrec.data_digest"
 TAG_STEP = "seqrec.step"
 TAG_STEP_KEY = "seqrec.step_key"
+TAG_CODE = "seqrec.code_version"  # seqrec.version.code_version(): which code made a run or a model
 # MLflow 3's UI opens an experiment without this tag in its GenAI view
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 _STEP_SCOPE: ContextVar[dict | None] = ContextVar("seqrec_step_scope", default=None)
@@ -117,7 +119,7 @@ def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = Fals
         os.environ.pop("MLFLOW_RUN_ID", None)  # resuming: the earlier run, not the launcher's new one
     with mlflow.start_run(run_id=run_id, nested=nested and run_id is None,
                           run_name=None if run_id else run_name) as run:
-        mlflow.set_tags({TAG_STEP: step, **(tags or {})})
+        mlflow.set_tags({TAG_STEP: step, TAG_CODE: code_version(), **(tags or {})})
         _tag_experiment(run.info.experiment_id)
         scope = _STEP_SCOPE.get()
         if scope is not None and "run_id" not in scope:
@@ -223,7 +225,7 @@ def log_model(recommender: Recommender, example_session: list[str], params: dict
                 code_paths=[str(Path(seqrec.__file__).parent)], signature=signature_of(recommender),
                 input_example=pd.DataFrame({"session": [example_session]}),
                 pip_requirements=model_requirements(), params={k: str(v) for k, v in (params or {}).items()},
-                tags=tags, model_type=model_type or None)
+                tags={TAG_CODE: code_version(), **(tags or {})}, model_type=model_type or None)
         finally:
             pyfunc_log.setLevel(level)
     return info

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 import optuna
 
 from seqrec.configs import parse_value
+from seqrec.outputs import write_json_atomically
 
 STUDY_ROOT = Path(os.environ.get("SEQREC_STUDIES", "studies"))
 
@@ -309,15 +309,6 @@ def save_preset(model: str, name: str, base: str, overrides: dict[str, Any]) -> 
             (train_part if key in train_fields else model_part)[key] = value
     entry = {"model": model_part, "train": train_part}
     tuned.setdefault(model, {})[name] = entry
-    write_json_atomic(presets.TUNED_FILE, tuned)
+    write_json_atomically(presets.TUNED_FILE, tuned)
     presets.PRESETS.setdefault(model, {})[name] = entry
     return presets.TUNED_FILE
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write ``obj`` as JSON through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(f.name, path)

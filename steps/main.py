@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from seqrec.workflow.cli import int_arg, run_step
-from seqrec.workflow.main import MainParams, run_main
+from seqrec.workflow.main import MainParams, register_summary, run_main
 
 
 def parse_args(argv: list[str] | None = None) -> MainParams:
@@ -29,11 +29,15 @@ def parse_args(argv: list[str] | None = None) -> MainParams:
 
 
 def main(argv: list[str] | None = None) -> int:
-    params = parse_args(argv)
+    try:
+        params = parse_args(argv)
+    except ValueError as exc:  # a setting out of range: one line, before any work
+        print(f"main: error: {exc}", file=sys.stderr)
+        return 2
 
     def action() -> str:
         results = run_main(params)
-        return f"finished {len(results['runs'])} steps; champion run {results['register']['run_id']}"
+        return f"finished {len(results['runs'])} steps; {register_summary(results['register'])}"
 
     return run_step("main", action)
 

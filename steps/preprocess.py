@@ -45,7 +45,11 @@ def parse_args(argv: list[str] | None = None) -> PreprocessParams:
 
 
 def main(argv: list[str] | None = None) -> int:
-    params = parse_args(argv)
+    try:
+        params = parse_args(argv)
+    except ValueError as exc:  # a setting out of range: one line, before any work
+        print(f"preprocess: error: {exc}", file=sys.stderr)
+        return 2
 
     def action() -> str:
         out, stats = run_preprocess(params)

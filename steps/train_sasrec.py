@@ -4,5 +4,10 @@ import sys
 
 from seqrec.workflow.neural import cli
 
+
+def main(argv: list[str] | None = None) -> int:
+    return cli("sasrec", argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli("sasrec"))
+    sys.exit(main())

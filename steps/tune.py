@@ -29,12 +29,12 @@ def parse_args(argv: list[str] | None = None) -> TuneParams:
     p.add_argument("--seed", type=int_arg, default=0, help="the sampler's seed")
     p.add_argument("--device", default="", help="auto | cpu | cuda (empty: auto)")
     a = p.parse_args(argv)
-    try:
-        fixed = parse_overrides(a.params)
+    try:  # a malformed override or a setting out of its range is a usage error, before any work
+        return TuneParams(a.model, a.data, a.preset, a.epochs, a.trials, a.timeout, a.study, a.jobs, a.seeds,
+                          a.space, parse_overrides(a.params), a.write_preset, a.seed,
+                          "" if a.device == "auto" else a.device)
     except ValueError as exc:
         p.error(str(exc))
-    return TuneParams(a.model, a.data, a.preset, a.epochs, a.trials, a.timeout, a.study, a.jobs, a.seeds, a.space,
-                      fixed, a.write_preset, a.seed, "" if a.device == "auto" else a.device)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,12 +47,12 @@ def test_sessions_are_sorted_by_time_whatever_the_file_order(tiny, tmp_path):
 
 def test_no_test_sessions_is_an_error_and_writes_nothing(tiny, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("old")
+    run(tiny, out)
+    before = (out / "stats.json").read_text()
     with pytest.raises(DataFormatError, match="no train_tr sessions|no test sessions|no training sessions"):
         run(tiny, out, test_days=10)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    assert (out / "keep.txt").read_text() == "old"
+    assert (out / "stats.json").read_text() == before  # the earlier dataset stands
 
 
 def test_fraction_keeps_the_most_recent_training_sessions(generated, tmp_path):

@@ -94,6 +94,7 @@ def test_resume_continues_the_run_whatever_the_data_path_is_called(processed, tm
     monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path / "ck")
     over = {"progress": False, "epochs": 1, "patience": 1}
     run_id, metrics = run_neural("meanemb", str(processed), "tiny", over)
+    mlflow.MlflowClient().update_run(run_id, status="KILLED")  # as if stopped before it finished
     monkeypatch.chdir(processed.parent)
     again, resumed = run_neural("meanemb", f"./{processed.name}", "tiny", {**over, "threads": 1}, resume=True)
     assert again == run_id and resumed == metrics
@@ -384,6 +385,8 @@ def test_a_step_resuming_from_unreadable_checkpoints_fails_naming_the_files(proc
     argv = ["--data", str(processed), "--preset", "tiny", "--epochs", "1", "--progress", "false"]
     assert cli("meanemb", argv) == 0
     ckpt = Checkpointer(next(tmp_path.glob("meanemb-*")))
+    run_id = json.loads((ckpt.directory / "run.json").read_text())["run_id"]
+    mlflow.MlflowClient().update_run(run_id, status="KILLED")  # as if stopped before it finished
     for path in (ckpt.path, ckpt.previous):
         path.write_bytes(path.read_bytes()[:500])
     capsys.readouterr()

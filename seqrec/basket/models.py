@@ -18,6 +18,7 @@ import numpy as np
 
 from seqrec.basket.features import PAIR_FEATURES, SESSION_FEATURES, Features
 from seqrec.basket.metrics import BasketPredictions
+from seqrec.configs import above, at_least, check_ranges, ranged
 
 _P = {name: i for i, name in enumerate(PAIR_FEATURES)}
 _S = {name: i for i, name in enumerate(SESSION_FEATURES)}
@@ -76,15 +77,19 @@ class BuyPopBaseline(ClickedBaseline):
 class GBDTConfig:
     """Settings of both classifiers (scikit-learn ``HistGradientBoostingClassifier``)."""
 
-    max_iter: int = 150
-    learning_rate: float = 0.04
-    max_leaf_nodes: int = 15
-    min_samples_leaf: int = 100
-    l2_regularization: float = 1.0
+    max_iter: int = ranged(150, at_least(1))  # boosting rounds
+    learning_rate: float = ranged(0.04, above(0))
+    max_leaf_nodes: int = ranged(15, at_least(2))
+    min_samples_leaf: int = ranged(100, at_least(1))
+    l2_regularization: float = ranged(1.0, at_least(0))
     early_stopping: bool = False  # True: stop on a 10 % hold-out of the training rows
-    seed: int = 0
-    threads: int = 1  # OpenMP threads of fitting and scoring (0: all cores; on a shared machine 1 is fastest)
+    seed: int = ranged(0, at_least(0))
+    # OpenMP threads of fitting and scoring (0: all cores; on a shared machine 1 is fastest)
+    threads: int = ranged(1, at_least(0))
     extra: dict = field(default_factory=dict)  # any other HistGradientBoostingClassifier argument
+
+    def __post_init__(self) -> None:
+        check_ranges("gbdt", self)
 
 
 class GBDTBasket:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqrec.configs import at_least, check_ranges, ranged, share
 from seqrec.models.base import SequenceModel
 
 
@@ -24,10 +25,13 @@ class BasketNetConfig:
     """The heads' settings; the encoder has its own config (``encoder_config``)."""
 
     encoder: str = "sasrec"  # sasrec | gru4rec (any registered sequence model)
-    head_hidden: int = 64
-    item_dim: int = 16  # the item head's own item embedding
-    dropout: float = 0.3
-    item_weight: float = 1.0  # weight of the item-bought loss next to the buy loss
+    head_hidden: int = ranged(64, at_least(1))
+    item_dim: int = ranged(16, at_least(1))  # the item head's own item embedding
+    dropout: float = ranged(0.3, share())
+    item_weight: float = ranged(1.0, at_least(0))  # weight of the item-bought loss next to the buy loss
+
+    def __post_init__(self) -> None:
+        check_ranges(f"basket {self.encoder}", self)
 
 
 class BasketNet(nn.Module):

@@ -11,6 +11,7 @@ import torch
 from seqrec.basket.features import Features
 from seqrec.basket.metrics import BasketPredictions
 from seqrec.basket.neural import BasketNet
+from seqrec.configs import above, at_least, check_ranges, ranged
 from seqrec.data.dataset import gather_windows
 
 
@@ -18,14 +19,17 @@ from seqrec.data.dataset import gather_windows
 class BasketTrainConfig:
     """The loop's settings (epochs are chosen on valid, up to ``epochs``)."""
 
-    epochs: int = 6
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    clip: float = 1.0
-    patience: int = 2  # epochs without a better validation challenge score before stopping
-    seed: int = 0
-    threads: int = 0  # torch CPU threads (0: torch's default; 1 is fastest on a busy shared machine)
+    epochs: int = ranged(6, at_least(1))
+    batch_size: int = ranged(256, at_least(1))
+    lr: float = ranged(1e-3, above(0))
+    weight_decay: float = ranged(0.1, at_least(0))
+    clip: float = ranged(1.0, at_least(0))  # gradient 2-norm limit (0: no clipping)
+    patience: int = ranged(2, at_least(1))  # epochs without a better validation challenge score before stopping
+    seed: int = ranged(0, at_least(0))
+    threads: int = ranged(0, at_least(0))  # torch CPU threads (0: torch's default; 1 is fastest on a busy machine)
+
+    def __post_init__(self) -> None:
+        check_ranges("BasketTrainConfig", self)
 
 
 def batch_tensors(features: Features, rows: np.ndarray, max_len: int, device: torch.device) -> dict[str, torch.Tensor]:

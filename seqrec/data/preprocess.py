@@ -23,10 +23,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seqrec.data.buys import BasketLabels, buy_stats, cutoffs, join_buys
-from seqrec.data.dataset import SPLITS, SessionSplit
+from seqrec.data.dataset import SPLITS, ProcessedDataset, SessionSplit
 from seqrec.data.readers import Buys, Clicks, DataFormatError
+from seqrec.outputs import check_output_dir, umask_mode
+from seqrec.version import preprocess_code_version
 
 DAY = 86_400.0
+# what a processed dataset directory holds (check_output replaces nothing else)
+BUYS_COLUMNS = ("session", "item", "time", "price", "quantity")
+OUTPUT_FILES = frozenset({"stats.json", "item_mapping.json", "items.parquet", "buys.parquet", "splits"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,16 @@ class PreprocessConfig:
     val_days: float = 1.0
     fraction: int = 1
     max_len: int = 50
+
+    def __post_init__(self) -> None:
+        """Each field in its range (``seqrec.configs``) before anything is read: a session of one click has no
+        prediction (the protocol drops it), an empty time window or a fraction below 1 splits nothing."""
+        from seqrec.configs import above, at_least, check_range
+
+        for name, allowed in (("min_item_support", at_least(1)), ("min_session_length", at_least(2)),
+                              ("test_days", above(0)), ("val_days", above(0)), ("fraction", at_least(1)),
+                              ("max_len", at_least(1))):
+            check_range("PreprocessConfig", name, getattr(self, name), allowed)
 
 
 @dataclass
@@ -179,6 +194,50 @@ def file_digest(*paths: str | Path, chunk: int = 1 << 23) -> str:
     return h.hexdigest()[:16]
 
 
+def _update(h, array: np.ndarray) -> None:
+    """Feed ``array`` (numbers, or text as Arrow's offsets and bytes) and its type to the hash ``h``."""
+    if array.dtype.kind in "OU":
+        text = pa.array(array.astype(object), pa.large_string())
+        h.update(b"text")
+        for buffer in text.buffers()[1:]:
+            h.update(buffer)
+    else:
+        h.update(str(array.dtype).encode())
+        h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+def dataset_digest(stats: dict, splits: dict[str, SessionSplit], raw_ids: np.ndarray, category: np.ndarray,
+                   buys: dict[str, np.ndarray] | None) -> str:
+    """The dataset's identity from its content (docs/protocol.md, "Dataset identity"): the processed clicks of
+    every split (items, session boundaries, times, session ids), the raw item ids and categories, the buys,
+    the preprocessing parameters and the preprocessing code version; never a path. The same bytes read from
+    two paths give one digest; other parameters, buys or preprocessing code give another."""
+    h = hashlib.sha256(json.dumps({"params": stats["params"], "code": stats.get("code_version", ""),
+                                   "reader": stats["raw"].get("reader", {})}, sort_keys=True, default=str).encode())
+    for name in SPLITS:
+        for array in (splits[name].items, splits[name].offsets, splits[name].times, splits[name].session_ids):
+            _update(h, array)
+    _update(h, np.asarray(raw_ids).astype(str))
+    _update(h, np.asarray(category).astype(str))
+    for column in BUYS_COLUMNS if buys is not None else ():
+        _update(h, np.asarray(buys[column]))
+    return h.hexdigest()[:16]
+
+
+def digest_on_disk(path: str | Path) -> str:
+    """:func:`dataset_digest` recomputed from the files of the processed dataset at ``path``: equal to its
+    ``stats.json`` digest only while nothing in it was changed, replaced or left over from other settings."""
+    data = ProcessedDataset.load(path)
+    items = pq.read_table(data.path / "items.parquet").to_pandas().sort_values("item")
+    buys_file = data.path / "buys.parquet"
+    buys = None
+    if buys_file.exists():
+        table = pq.read_table(buys_file)
+        buys = {column: table[column].to_numpy() for column in BUYS_COLUMNS}
+    splits = {name: data.split(name, mmap=True) for name in SPLITS}
+    return dataset_digest(data.stats, splits, items["raw_id"].to_numpy(), items["category"].to_numpy(), buys)
+
+
 def preprocess(clicks: Clicks, out_dir: str | Path, cfg: PreprocessConfig, name: str, source: dict,
                buys: Buys | None = None) -> dict:
     """Preprocess ``clicks`` (docs/protocol.md, "Preprocessing") and write the processed dataset to
@@ -191,6 +250,7 @@ def preprocess(clicks: Clicks, out_dir: str | Path, cfg: PreprocessConfig, name:
     """
     if cfg.fraction < 1:
         raise ValueError(f"fraction must be >= 1 (1 = all data), got {cfg.fraction}")
+    check_output(out_dir)
     label = source.get("path", name)
     data, raw_items, raw = _filter_clicks(clicks, cfg, label)
     categories = clicks.categories
@@ -213,6 +273,9 @@ def preprocess(clicks: Clicks, out_dir: str | Path, cfg: PreprocessConfig, name:
                                                   cutoffs(valid_start, test_start))
     for split_name, counts in buy_stats(baskets or {}, splits).items():
         stats["splits"][split_name].update(counts)
+    stats["code_version"] = preprocess_code_version()
+    stats["digest"] = dataset_digest(stats, splits, raw_items[vocabulary], category,
+                                     None if buys is None else {c: getattr(buys, c) for c in BUYS_COLUMNS})
     _write_atomically(Path(out_dir), stats, splits, raw_items[vocabulary], category, clicks_per_item, buys,
                       baskets)
     return stats
@@ -299,9 +362,6 @@ def _stats(name: str, cfg: PreprocessConfig, source: dict, raw: dict, splits: di
         "params": asdict(cfg),
         "source": source,
     }
-    stats["digest"] = hashlib.sha256(
-        json.dumps({"source": source, "params": stats["params"]}, sort_keys=True).encode()
-    ).hexdigest()[:16]
     if buys is not None:
         stats["buys"] = {"rows": int(len(buys.session)), "sessions": int(len(np.unique(buys.session))),
                          "skipped_lines": buys.skipped_lines}
@@ -311,11 +371,14 @@ def _stats(name: str, cfg: PreprocessConfig, source: dict, raw: dict, splits: di
 def _write_atomically(out: Path, stats: dict, splits: dict[str, SessionSplit], vocabulary: np.ndarray,
                       category: np.ndarray, clicks_per_item: np.ndarray, buys: Buys | None,
                       baskets: dict[str, BasketLabels] | None = None) -> None:
-    """Write into a temporary sibling directory, then swap it into place."""
+    """Write into a temporary sibling directory, then swap it into place (only over an earlier processed
+    dataset: :func:`check_output`)."""
+    check_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
+        os.chmod(tmp, umask_mode())  # a temporary directory is 0700; the dataset follows the umask
         for split_name, split in splits.items():
             split.save(tmp / "splits" / split_name)
             if baskets is not None:
@@ -327,8 +390,7 @@ def _write_atomically(out: Path, stats: dict, splits: dict[str, SessionSplit], v
         mapping = dict(zip(map(str, ids.tolist()), raw_ids.tolist(), strict=True))
         (tmp / "item_mapping.json").write_text(json.dumps(mapping))
         if buys is not None:
-            pq.write_table(pa.table({"session": buys.session, "item": buys.item, "time": buys.time,
-                                     "price": buys.price, "quantity": buys.quantity}), tmp / "buys.parquet")
+            pq.write_table(pa.table({c: getattr(buys, c) for c in BUYS_COLUMNS}), tmp / "buys.parquet")
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -340,6 +402,13 @@ def _write_atomically(out: Path, stats: dict, splits: dict[str, SessionSplit], v
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output(out: str | Path) -> None:
+    """Refuse ``out`` unless it is missing, empty or an earlier processed dataset (``stats.json`` and only the
+    files preprocessing writes): preprocessing replaces its own output, never anything else."""
+    check_output_dir(out, "preprocess", "stats.json", OUTPUT_FILES,
+                     "choose another -P out (a new or empty directory), or move those files away")
 
 
 def _remove_leftovers(out: Path) -> None:

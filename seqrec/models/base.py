@@ -56,12 +56,6 @@ class SessionParallel:
 LoaderSpec = Windows | SessionParallel
 
 
-def check_choice(model: str, name: str, value: object, choices: tuple) -> None:
-    """Refuse a config value outside ``choices``, naming the model and the field."""
-    if value not in choices:
-        raise ValueError(f"{model}: {name}={value!r} is not one of {choices}")
-
-
 class SequenceModel(nn.Module, ABC):
     """A neural next-click model: a loss for training, session states and item scores for ranking.
 

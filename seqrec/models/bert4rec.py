@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from seqrec.models.base import Windows, check_choice
+from seqrec.configs import in_range, one_of, ranged, share
+from seqrec.models.base import Windows
 from seqrec.models.transformer import TransformerConfig, TransformerEncoder
 
 
@@ -23,12 +24,14 @@ from seqrec.models.transformer import TransformerConfig, TransformerEncoder
 class BERT4RecConfig(TransformerConfig):
     """The encoder's settings plus the masked-item objective."""
 
-    mask_ratio: float = 0.2  # share of the clicks masked, and of the rows whose last click is masked too
-    label_smoothing: float = 0.0  # of the cross-entropy over masked clicks, in training only
-    train_on: str = "sessions"  # sessions: windows of whole sessions | prefixes: one row per prefix
+    # share of the clicks masked, and of the rows whose last click is masked too (at least one per row always)
+    mask_ratio: float = ranged(0.2, in_range(0, 1))
+    label_smoothing: float = ranged(0.0, share())  # of the cross-entropy over masked clicks, in training only
+    # sessions: windows of whole sessions | prefixes: one row per prefix
+    train_on: str = ranged("sessions", one_of("sessions", "prefixes"))
 
     def __post_init__(self) -> None:
-        check_choice("bert4rec", "train_on", self.train_on, ("sessions", "prefixes"))
+        self.check("bert4rec")
 
 
 class BERT4Rec(TransformerEncoder):

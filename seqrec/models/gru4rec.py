@@ -28,34 +28,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqrec.models.base import SequenceModel, SessionParallel, check_choice
+from seqrec.configs import RangeError, at_least, check_ranges, in_range, one_of, ranged, share
+from seqrec.models.base import SequenceModel, SessionParallel
 
 
 @dataclass
 class GRU4RecConfig:
     """Architecture, sampling and loss of GRU4Rec; the optimiser lives in ``TrainConfig``."""
 
-    max_len: int = 50  # prefix length used when scoring (evaluation and serving)
-    hidden: int = 100  # GRU units per layer
-    layers: int = 1  # stacked GRU layers
-    embedding: int = 0  # input embedding width, 0: one-hot style input (constrained_embedding=False only)
+    max_len: int = ranged(50, at_least(1))  # prefix length used when scoring (evaluation and serving)
+    hidden: int = ranged(100, at_least(1))  # GRU units per layer
+    layers: int = ranged(1, at_least(1))  # stacked GRU layers
+    # input embedding width, 0: one-hot style input (constrained_embedding=False only)
+    embedding: int = ranged(0, at_least(0))
     constrained_embedding: bool = True  # the input embeddings are the output item weights
-    loss: str = "ce"  # ce: cross-entropy with logQ correction | bprmax: BPR-max
-    n_sample: int = 2048  # shared negatives per step (0: the batch's other targets only)
-    sample_alpha: float = 0.5  # negatives are drawn from popularity ** sample_alpha
-    logq: float = 1.0  # weight of the logQ correction (ce)
-    bpreg: float = 1.0  # score regularisation of BPR-max
-    elu: float = 0.5  # final activation parameter for bpr-max (0 = none)
-    dropout_embed: float = 0.0  # dropout on the input embedding
-    dropout_hidden: float = 0.0  # dropout on each GRU layer's output
-    session_order: str = "time"  # time: sessions by first click | shuffle: a new order every epoch
-    sample_store: int = 10_000_000  # negatives precomputed at once
+    loss: str = ranged("ce", one_of("ce", "bprmax"))  # ce: cross-entropy with logQ correction | bprmax: BPR-max
+    n_sample: int = ranged(2048, at_least(0))  # shared negatives per step (0: the batch's other targets only)
+    sample_alpha: float = ranged(0.5, in_range(0, 1))  # negatives are drawn from popularity ** sample_alpha
+    logq: float = ranged(1.0, at_least(0))  # weight of the logQ correction (ce)
+    bpreg: float = ranged(1.0, at_least(0))  # score regularisation of BPR-max
+    elu: float = ranged(0.5, at_least(0))  # final activation parameter for bpr-max (0 = none)
+    dropout_embed: float = ranged(0.0, share())  # dropout on the input embedding
+    dropout_hidden: float = ranged(0.0, share())  # dropout on each GRU layer's output
+    # time: sessions by first click | shuffle: a new order every epoch
+    session_order: str = ranged("time", one_of("time", "shuffle"))
+    sample_store: int = ranged(10_000_000, at_least(0))  # negatives precomputed at once
 
     def __post_init__(self) -> None:
-        check_choice("gru4rec", "loss", self.loss, ("ce", "bprmax"))
-        check_choice("gru4rec", "session_order", self.session_order, ("time", "shuffle"))
+        check_ranges("gru4rec", self)
         if self.constrained_embedding and self.embedding:
-            raise ValueError(f"gru4rec: embedding={self.embedding} applies only with constrained_embedding=False")
+            raise RangeError("gru4rec", f"embedding={self.embedding} applies only with constrained_embedding=False")
 
 
 def _uniform_(tensor: torch.Tensor, gates: int = 1) -> torch.Tensor:

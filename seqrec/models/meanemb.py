@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqrec.configs import at_least, check_ranges, ranged
 from seqrec.models.base import SequenceModel, Windows
 
 
@@ -19,8 +20,11 @@ from seqrec.models.base import SequenceModel, Windows
 class MeanEmbConfig:
     """The whole model: how many clicks and how wide an embedding."""
 
-    max_len: int = 50  # clicks of a prefix that are averaged (the last ones)
-    hidden: int = 64  # embedding width
+    max_len: int = ranged(50, at_least(1))  # clicks of a prefix that are averaged (the last ones)
+    hidden: int = ranged(64, at_least(1))  # embedding width
+
+    def __post_init__(self) -> None:
+        check_ranges("meanemb", self)
 
 
 class MeanEmb(SequenceModel):

@@ -57,8 +57,8 @@ def preset(name: str, preset_name: str) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 def make_config(name: str, values: dict[str, Any], also: tuple[type, ...] = ()) -> Any:
-    """Model ``name``'s config with ``values``; a field it does not have, or a value of another type than
-    its field's, is refused by name.
+    """Model ``name``'s config with ``values``; a field it does not have, a value of another type than its
+    field's, or one out of its range (checked by the config itself, ``seqrec.configs``) is refused by name.
 
     ``also``: the other config classes the caller accepts fields of, named in the error message.
     """

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from seqrec.models.base import Windows, check_choice
+from seqrec.configs import at_least, one_of, ranged, share
+from seqrec.models.base import Windows
 from seqrec.models.transformer import TransformerConfig, TransformerEncoder
 
 
@@ -27,15 +28,16 @@ from seqrec.models.transformer import TransformerConfig, TransformerEncoder
 class SASRecConfig(TransformerConfig):
     """The encoder's settings plus SASRec's objective; training-loop settings live in ``TrainConfig``."""
 
-    loss: str = "ce"  # ce: full softmax | sampled: in-batch + popularity-sampled negatives, logQ-corrected
-    label_smoothing: float = 0.0  # of the full-softmax cross-entropy, in training only
-    n_negatives: int = 1024  # sampled softmax: popularity-sampled negatives per batch
-    train_on: str = "sessions"  # sessions: a target at every position | prefixes: one row per target
-    item_mask: float = 0.0  # training only: share of input clicks replaced by the [MASK] token
+    # ce: full softmax | sampled: in-batch + popularity-sampled negatives, logQ-corrected
+    loss: str = ranged("ce", one_of("ce", "sampled"))
+    label_smoothing: float = ranged(0.0, share())  # of the full-softmax cross-entropy, in training only
+    n_negatives: int = ranged(1024, at_least(1))  # sampled softmax: popularity-sampled negatives per batch
+    # sessions: a target at every position | prefixes: one row per target
+    train_on: str = ranged("sessions", one_of("sessions", "prefixes"))
+    item_mask: float = ranged(0.0, share())  # training only: share of input clicks replaced by the [MASK] token
 
     def __post_init__(self) -> None:
-        check_choice("sasrec", "loss", self.loss, ("ce", "sampled"))
-        check_choice("sasrec", "train_on", self.train_on, ("sessions", "prefixes"))
+        self.check("sasrec")
 
 
 class SASRec(TransformerEncoder):

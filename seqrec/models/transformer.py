@@ -15,24 +15,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqrec.configs import RangeError, above, at_least, check_ranges, ranged, share
 from seqrec.models.base import SequenceModel
 
 
 @dataclass
 class TransformerConfig:
-    """The encoder's settings, shared by the SASRec and BERT4Rec configs."""
+    """The encoder's settings, shared by the SASRec and BERT4Rec configs; each field declares the values it
+    allows (``seqrec.configs``), checked by the model's config when it is built (``check``)."""
 
-    max_len: int = 50  # clicks of a session the encoder sees (the last ones)
-    hidden: int = 64  # width of embeddings and states
-    blocks: int = 2  # Transformer blocks
-    heads: int = 2  # attention heads per block
-    ffn_mult: int = 4  # point-wise feed-forward width = ffn_mult * hidden
+    max_len: int = ranged(50, at_least(1))  # clicks of a session the encoder sees (the last ones)
+    hidden: int = ranged(64, at_least(1))  # width of embeddings and states
+    blocks: int = ranged(2, at_least(1))  # Transformer blocks
+    heads: int = ranged(2, at_least(1))  # attention heads per block (they split ``hidden``: heads must divide it)
+    ffn_mult: int = ranged(4, at_least(1))  # point-wise feed-forward width = ffn_mult * hidden
     norm_first: bool = True  # pre-LayerNorm blocks; False: post-LayerNorm (the original Transformer)
     emb_scale: bool = True  # multiply item embeddings by sqrt(hidden) before adding positions
-    dropout: float = 0.2  # dropout in attention, feed-forward net and residual branches
-    emb_dropout: float = 0.2  # dropout on the summed input embeddings
+    dropout: float = ranged(0.2, share())  # dropout in attention, feed-forward net and residual branches
+    emb_dropout: float = ranged(0.2, share())  # dropout on the summed input embeddings
     normalize: bool = False  # NISER: logits = logit_scale * cosine(state, item embedding)
-    logit_scale: float = 16.0  # the scale of cosine logits (normalize only)
+    logit_scale: float = ranged(16.0, above(0))  # the scale of cosine logits (normalize only)
+
+    def __post_init__(self) -> None:
+        self.check("transformer")
+
+    def check(self, owner: str) -> None:
+        """Every field in its range, and the heads splitting the width evenly; errors name ``owner`` (the model)."""
+        check_ranges(owner, self)
+        if self.hidden % self.heads:
+            raise RangeError(owner, f"heads={self.heads} must divide hidden={self.hidden}")
 
 
 class TransformerBlock(nn.Module):

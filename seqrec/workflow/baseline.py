@@ -8,6 +8,7 @@ from dataclasses import asdict
 import numpy as np
 
 from seqrec import tracking
+from seqrec.configs import at_least, check_range
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.evaluation import EvalResult, evaluate
 from seqrec.models.baselines import make_baseline
@@ -33,10 +34,10 @@ def run_baseline(data_dir: str, model: str, params: dict | None = None, max_len:
     for the test metrics. The baselines are deterministic: ``seeds`` is accepted (and logged with
     ``_mean``/``_std`` metrics, the std being 0) without fitting again.
     """
-    if seeds < 1:
-        raise ValueError(f"seeds={seeds}: expected at least 1")
+    check_range("train_baseline", "max_len", max_len, at_least(1))
+    check_range("train_baseline", "seeds", seeds, at_least(1))
+    baseline = make_baseline(model, **(params or {}))  # its settings are checked before the data is read
     data = ProcessedDataset.load(data_dir)
-    baseline = make_baseline(model, **(params or {}))
     tags = {tracking.TAG_MODEL: model, tracking.TAG_PRESET: "default", **tracking.dataset_tags(data.stats)}
     with tracking.start_run("train_baseline", tags=tags, nested=nested, run_name=f"{model}-{data.name}") as run:
         config = {"model": model, "data": str(data_dir), "max_len": max_len, **asdict(baseline.config)}

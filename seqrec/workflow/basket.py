@@ -81,6 +81,15 @@ def _split_params(model: str, params: dict) -> tuple[dict, dict, dict]:
     return head, loop, rest
 
 
+def _check_head(model: str, head: dict) -> None:
+    """Refuse the model's own settings outside their ranges (``seqrec.configs``) before any work; the config is
+    built again where it is used."""
+    if model == "gbdt":
+        GBDTConfig(**head)
+    elif model in NEURAL:
+        BasketNetConfig(encoder=model, **head)
+
+
 def _encoder_config(model: str, params: dict, rest: dict) -> dict:
     model_cfg, _ = preset(model, str(params.get("preset", "tiny")))
     return asdict(make_config(model, {**model_cfg, **rest}))
@@ -189,9 +198,11 @@ def run_basket(data_dir: str, model: str, params: dict | None = None, nested: bo
         raise ValueError(f"unknown basket model {model!r}, expected one of {list(MODELS)}")
     params = dict(params or {})
     head, loop, rest = _split_params(model, params)
-    data = ProcessedDataset.load(data_dir)
+    # every setting is built, and so checked for its range, before the data is read
     encoder_cfg = _encoder_config(model, params, rest) if model in NEURAL else {}
     cfg = BasketTrainConfig(**loop)
+    _check_head(model, head)
+    data = ProcessedDataset.load(data_dir)
     preset_name = str(params.get("preset", "tiny")) if model in NEURAL else "default"
     tags = {tracking.TAG_MODEL: f"basket-{model}", tracking.TAG_PRESET: preset_name, "seqrec.task": "basket",
             **tracking.dataset_tags(data.stats)}

@@ -15,23 +15,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 
 import mlflow
 
-import seqrec
 from seqrec import tracking
+from seqrec.configs import at_least, check_ranges, ranged
 from seqrec.data.dataset import ProcessedDataset
-from seqrec.data.preprocess import PreprocessConfig, file_digest
+from seqrec.data.preprocess import PreprocessConfig, digest_on_disk, file_digest
 from seqrec.models.baselines import BASELINES
 from seqrec.significance import RESAMPLES, compare_ranks
 from seqrec.trainer import split_overrides
+from seqrec.version import code_version
 from seqrec.workflow.baseline import run_baseline
 from seqrec.workflow.eda import run_eda
 from seqrec.workflow.neural import run_neural
@@ -57,31 +56,17 @@ class MainParams:
 
     clicks: str = ""
     buys: str = ""
-    fraction: int = 1
-    synthetic_clicks: int = 100_000
-    seed: int = 0
-    epochs: int = 0  # cap on the selection epochs of every neural model (0: the presets' own maximum)
+    fraction: int = ranged(1, at_least(1))
+    synthetic_clicks: int = ranged(100_000, at_least(1))
+    seed: int = ranged(0, at_least(0))
+    epochs: int = ranged(0, at_least(0))  # cap on the selection epochs of every neural model (0: the presets' own)
     models: str = "all"  # comma-separated names (pop, sr, ..., gru4rec, sasrec, bert4rec) or "all"
-    time_budget: float = 420.0  # seconds for the whole run, shared by the neural models (0: no limit)
-    seeds: int = 1  # each training run repeats its protocol with this many seeds (mean +- std in the table)
+    time_budget: float = ranged(420.0, at_least(0))  # seconds for the whole run, shared by the neural models (0: none)
+    seeds: int = ranged(1, at_least(1))  # each training run repeats its protocol with this many seeds
     neural_overrides: dict = field(default_factory=dict)
 
-
-@cache
-def code_version() -> str:
-    """The package version, plus the git commit (and a digest of uncommitted changes) when the code
-    is a git checkout: a finished step is reused only by the same code."""
-    version = seqrec.__version__
-    root = Path(seqrec.__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        diff = subprocess.run(["git", "diff", "HEAD", "--", "seqrec", "steps"], cwd=root, capture_output=True,
-                              check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return version
-    dirty = f"+{hashlib.sha256(diff).hexdigest()[:8]}" if diff else ""
-    return f"{version}@{commit[:12]}{dirty}"
+    def __post_init__(self) -> None:
+        check_ranges("main", self)
 
 
 def step_key(name: str, payload: dict) -> str:
@@ -117,18 +102,47 @@ def link_reused(run) -> None:
             client.log_outputs(pointer.info.run_id, models=run.outputs.model_outputs)
 
 
-def reuse_or_run(name: str, payload: dict, execute: Callable[[], object]) -> tuple[str, bool]:
-    """Run ``execute`` (which starts one nested run) unless a finished run has the same key; a reused
-    run is linked from the active parent by a pointer run."""
+def reuse_or_run(name: str, payload: dict, execute: Callable[[], object],
+                 still_valid: Callable[[object], str] | None = None) -> tuple[str, bool]:
+    """Run ``execute`` (which starts one nested run) unless a finished run has the same key and its outputs
+    still stand (``still_valid(run)`` returns why not, or ``""``); a reused run is linked from the active
+    parent by a pointer run, a stale one is run again and main says why."""
     key = step_key(name, payload)
     found = finished_run(key)
-    if found is not None:
+    stale = still_valid(found) if found is not None and still_valid is not None else ""
+    if found is not None and not stale:
         print(f"main: reusing {name} (run {found.info.run_id})")
         link_reused(found)
         return found.info.run_id, True
+    if stale:
+        print(f"main: running {name} again: {stale} (run {found.info.run_id})", flush=True)
     with tracking.step_key_scope(key) as scope:
         execute()
     return scope["run_id"], False
+
+
+def dataset_still_there(run) -> str:
+    """Why the dataset a finished preprocess run wrote can no longer be reused ("" when it can): its directory
+    is gone, or its content (recomputed from its files) is not what the run wrote."""
+    out, logged = run.data.params.get("out_dir", ""), run.data.tags.get(tracking.TAG_DIGEST, "")
+    if not out or not Path(out, "stats.json").exists():
+        return f"the dataset it wrote, {out or '?'}, is gone"
+    try:
+        found = digest_on_disk(out)
+    except (OSError, ValueError, KeyError) as exc:
+        return f"{out} cannot be read back ({exc})"
+    if found != logged:
+        return f"{out} no longer holds the dataset it wrote (content digest {found}, not {logged})"
+    return ""
+
+
+def register_summary(decision: dict) -> str:
+    """What ``register`` decided, in one line."""
+    if "refused" in decision:
+        return f"the champion was kept: {decision['refused']}"
+    verb = "is now" if decision["changed"] else "stays"
+    return f"{decision.get('model', 'the model')} of run {decision['run_id']} {verb} the champion " \
+           f"(version {decision['version']})"
 
 
 def _wanted(models: str) -> set[str]:
@@ -198,7 +212,7 @@ def run_main(params: MainParams) -> dict:
         def preprocess() -> None:
             out["data"], _ = run_preprocess(pre, nested=True)
 
-        run_id, reused = reuse_or_run("preprocess", source, preprocess)
+        run_id, reused = reuse_or_run("preprocess", source, preprocess, dataset_still_there)
         data_dir = out["data"] if not reused else mlflow.get_run(run_id).data.params["out_dir"]
         data = ProcessedDataset.load(data_dir)
         results["runs"]["preprocess"] = run_id
@@ -213,9 +227,9 @@ def run_main(params: MainParams) -> dict:
         try:
             decision = run_register(data_dir, nested=True)
         except RegisterError as exc:  # a champion of another dataset stays; the comparison still stands
-            print(f"main: register: {exc}")
             decision = {"changed": False, "refused": str(exc)}
         results["register"] = decision
+        print(f"main: register: {register_summary(decision)}", flush=True)
         rows = comparison_rows(list(results["runs"].values()))
         results["comparison"] = rows
         log_comparison(rows, decision)

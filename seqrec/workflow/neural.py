@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 from seqrec import distributed, tracking
+from seqrec.configs import at_least, check_range
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.models.base import SequenceModel
 from seqrec.models.registry import build_model
@@ -55,9 +57,8 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
     ``_seed<i>`` variants; per-epoch curves are logged under their names for the first seed and with a
     ``_seed<i>`` suffix for the others; the LoggedModel is the first seed's.
     """
-    if seeds < 1:
-        raise ValueError(f"seeds={seeds}: expected at least 1")
-    model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides or {})
+    check_range(f"train_{model_name}", "seeds", seeds, at_least(1))
+    model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides or {})  # checked before the data
     data = ProcessedDataset.load(data_dir)
     if not distributed.init_distributed(runtime.device):
         for i in range(seeds):
@@ -133,11 +134,16 @@ def _checkpoint_directory(model_name: str, params: dict, data: ProcessedDataset,
     checkpointer = Checkpointer(CHECKPOINT_ROOT / f"{model_name}-{key}")
     run_file = checkpointer.directory / "run.json"
     run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.exists() else None
+    others = sorted(p.name for p in CHECKPOINT_ROOT.glob(f"{model_name}-*") if p != checkpointer.directory)
+    missing = (f"no checkpoint of a {model_name} run with these settings and data under {checkpointer.directory} "
+               f"(its key: the dataset's digest, the model and training settings with the seed, and the "
+               f"process count; not the data path nor runtime switches){_other_runs(others)}")
+    status = _run_status(run_id) if run_id is not None else ""
+    if status in ("FINISHED", "missing"):
+        run_id, missing = None, (f"the run of these settings and data, {json.loads(run_file.read_text())['run_id']}, "
+                                 + ("already finished (its results stand)" if status == "FINISHED" else
+                                    "is not in this tracking store"))
     if resume and run_id is None:
-        others = sorted(p.name for p in CHECKPOINT_ROOT.glob(f"{model_name}-*") if p != checkpointer.directory)
-        missing = (f"no checkpoint of a {model_name} run with these settings and data under {checkpointer.directory} "
-                   f"(its key: the dataset's digest, the model and training settings with the seed, and the "
-                   f"process count; not the data path nor runtime switches){_other_runs(others)}")
         if resume is True:
             distributed.from_main(None)  # the other ranks return and leave the group with this one
             distributed.leave_process_group()
@@ -148,6 +154,14 @@ def _checkpoint_directory(model_name: str, params: dict, data: ProcessedDataset,
         checkpointer.clear()
     distributed.from_main((str(checkpointer.directory), run_id is not None))
     return checkpointer, run_id
+
+
+def _run_status(run_id: str) -> str:
+    """The MLflow status of ``run_id`` (``RUNNING`` after a kill, ``FAILED`` after a crash), or ``missing``."""
+    try:
+        return mlflow.get_run(run_id).info.status
+    except MlflowException:
+        return "missing"
 
 
 def _other_runs(names: list[str]) -> str:
@@ -228,9 +242,11 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int_arg, default=1,
                    help="repeat the protocol with N seeds; final metrics are means, also as _mean and _std")
     args, overrides = parse_with_overrides(p, argv)
+    if args.nproc < 1:
+        p.error(f"argument --nproc: nproc={args.nproc} must be >= 1")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return distributed.relaunch(model_name, args.nproc, sys.argv[1:] if argv is None else argv)
-    if args.epochs:
+    if args.epochs:  # 0: the preset's own; any other value is TrainConfig's epochs (checked: >= 1)
         overrides["epochs"] = args.epochs
     if args.device:
         overrides["device"] = args.device

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -9,9 +13,10 @@ from pathlib import Path
 import mlflow
 
 from seqrec import tracking
-from seqrec.data.preprocess import PreprocessConfig, file_digest, preprocess
+from seqrec.data.preprocess import PreprocessConfig, check_output, file_digest, preprocess
 from seqrec.data.readers import ReadOptions, concat_clicks, read_buys, read_clicks
 from seqrec.data.synthetic import SyntheticConfig, generate
+from seqrec.outputs import check_name, check_output_dir, umask_mode, write_json_atomically
 
 DEFAULT_DATA_ROOT = Path("data")
 
@@ -32,24 +37,69 @@ class PreprocessParams:
     read: ReadOptions = field(default_factory=ReadOptions)  # columns, time_unit, sep, events, session_gap
 
 
+def dataset_name(params: PreprocessParams) -> str:
+    """``name``, else derived from the clicks file (``.neg.tsv`` -> ``neg``) or the generator's settings; checked
+    to be usable as a directory name."""
+    if params.name:
+        return check_name(params.name)
+    if params.clicks:
+        first = Path(params.clicks.split(",")[0]).name
+        return check_name(first.lstrip(".").split(".")[0], f"dataset name (from the clicks file {first})")
+    return check_name(f"synthetic-{params.synthetic_clicks}-s{params.seed}")
+
+
 def resolve_inputs(params: PreprocessParams) -> tuple[Path, Path | None, str]:
     """The clicks file, the buys file and the dataset name; generates the built-in data if needed."""
+    name = dataset_name(params)
     if params.clicks:
-        clicks = Path(params.clicks)
-        name = params.name or Path(params.clicks.split(",")[0]).name.split(".")[0]
-        return clicks, Path(params.buys) if params.buys else None, name
-    name = params.name or f"synthetic-{params.synthetic_clicks}-s{params.seed}"
-    folder = DEFAULT_DATA_ROOT / "raw" / name
-    clicks, buys = folder / "clicks.dat", folder / "buys.dat"
-    if not (clicks.exists() and buys.exists()):
-        generate(folder, SyntheticConfig(n_clicks=params.synthetic_clicks, seed=params.seed))
+        return Path(params.clicks), Path(params.buys) if params.buys else None, name
+    clicks, buys = generated_data(DEFAULT_DATA_ROOT / "raw" / name,
+                                  SyntheticConfig(n_clicks=params.synthetic_clicks, seed=params.seed))
     return clicks, buys, name
+
+
+GENERATED = frozenset({"clicks.dat", "buys.dat", "generator.json"})
+
+
+def generated_data(folder: Path, cfg: SyntheticConfig) -> tuple[Path, Path]:
+    """The built-in data of ``cfg`` in ``folder``: reused when its record (``generator.json``: the settings and
+    the files' digests) matches, generated when the folder is new or holds only an earlier generation."""
+    record = folder / "generator.json"
+    clicks, buys = folder / "clicks.dat", folder / "buys.dat"
+    wanted = {"config": asdict(cfg)}
+    if record.exists() and clicks.exists() and buys.exists():
+        known = json.loads(record.read_text())
+        if known == {**wanted, "clicks": file_digest(clicks), "buys": file_digest(buys)}:
+            return clicks, buys
+        print(f"preprocess: {folder} holds another or altered generation: generating it again", flush=True)
+    check_output_dir(folder, "the data generator", "generator.json", GENERATED,
+                     "give -P name= a new name, or move those files away")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.gen-", dir=folder.parent))
+    try:  # generated beside the folder, then swapped in whole: a kill leaves the old folder or the new one
+        os.chmod(work, umask_mode())
+        generate(work, cfg)
+        write_json_atomically(work / "generator.json", {**wanted, "clicks": file_digest(work / "clicks.dat"),
+                                                        "buys": file_digest(work / "buys.dat")})
+        if folder.exists():
+            shutil.rmtree(folder)  # empty, or only the generator's own files (checked above)
+        os.replace(work, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return clicks, buys
+
+
+def output_dir(params: PreprocessParams, name: str) -> Path:
+    """Where the processed dataset goes, checked before any work (:func:`seqrec.data.preprocess.check_output`)."""
+    out = Path(params.out) if params.out else DEFAULT_DATA_ROOT / "processed" / name
+    check_output(out)
+    return out
 
 
 def run_preprocess(params: PreprocessParams, nested: bool = False) -> tuple[str, dict]:
     """Run the step in an MLflow run; returns the processed dataset directory and its stats."""
+    out = output_dir(params, dataset_name(params))  # before any work, the generation of the built-in data included
     clicks_path, buys_path, name = resolve_inputs(params)
-    out = Path(params.out) if params.out else DEFAULT_DATA_ROOT / "processed" / name
     with tracking.start_run("preprocess", nested=nested, run_name=f"preprocess-{name}"):
         tracking.log_params({**asdict(params.config), "clicks_file": str(clicks_path),
                              "buys_file": str(buys_path or ""), "out_dir": str(out),

@@ -122,6 +122,7 @@ def run_register(data: str = "", metric: str = DEFAULT_METRIC, name: str = "seqr
         raise RegisterError(f"no finished training run on dataset {dataset!r} (digest {digest}) has {metric!r}")
     best, value = found[0], metric_of(found[0], metric)
     version, champion = _champion(name)
+    print(f"register: {code_versions(best, champion, version)}", flush=True)
     if champion is not None:
         champion_digest = champion.tags.get(tracking.TAG_DIGEST, "")
         if champion_digest != digest and not force:
@@ -135,8 +136,25 @@ def run_register(data: str = "", metric: str = DEFAULT_METRIC, name: str = "seqr
             if not _promoted(version):  # a register killed after moving the alias: finish its work
                 return _promote(champion, name, metric, current, dataset, digest, nested, experiment)
             return {"changed": False, "version": version.version, "run_id": champion.source_run_id,
-                    "model_id": champion.model_id, "dataset": dataset, metric: current}
+                    "model_id": champion.model_id, "model": champion.tags.get(tracking.TAG_MODEL, ""),
+                    "code_version": champion.tags.get(tracking.TAG_CODE, ""), "dataset": dataset, metric: current}
     return _promote(best, name, metric, value, dataset, digest, nested, experiment)
+
+
+def code_versions(candidate: LoggedModel, champion: LoggedModel | None, version) -> str:
+    """One line naming the code version that trained the candidate and the champion, and whether they differ
+    (a comparison across code versions is allowed, but the user should know it is one)."""
+    def code(model: LoggedModel) -> str:
+        return model.tags.get(tracking.TAG_CODE) or "unknown (trained before code versions were recorded)"
+
+    line = f"candidate {candidate.tags.get(tracking.TAG_MODEL, '?')} (run {candidate.source_run_id}) was trained " \
+           f"by code {code(candidate)}"
+    if champion is None:
+        return f"{line}; there is no champion yet"
+    line += f"; champion version {version.version} ({champion.tags.get(tracking.TAG_MODEL, '?')}, run " \
+            f"{champion.source_run_id}) by code {code(champion)}"
+    same = code(candidate) == code(champion) and tracking.TAG_CODE in champion.tags
+    return line + ("" if same or champion.model_id == candidate.model_id else " (different code versions)")
 
 
 # the tags ``_promote`` writes on the champion's version, last: all present = the promotion finished
@@ -162,6 +180,7 @@ def _promote(best: LoggedModel, name: str, metric: str, value: float, dataset: s
             f"the models trained on one dataset; now version {version.version}: {describe(best)}"))
         client.update_model_version(name, version.version, description=describe(best))
         for key, tag in {metric: f"{value:.6f}", "selection_metric": metric, "run_id": best.source_run_id,
+                         tracking.TAG_CODE: best.tags.get(tracking.TAG_CODE, ""),
                          "model_id": best.model_id, tracking.TAG_MODEL: best.tags.get(tracking.TAG_MODEL, ""),
                          tracking.TAG_PRESET: best.tags.get(tracking.TAG_PRESET, ""), **tags}.items():
             client.set_model_version_tag(name, version.version, key, tag)
@@ -169,4 +188,5 @@ def _promote(best: LoggedModel, name: str, metric: str, value: float, dataset: s
         mlflow.set_tags({"seqrec.registered_run_id": best.source_run_id, "seqrec.registered_version": version.version,
                          "seqrec.registered_model_id": best.model_id})
     return {"changed": True, "version": version.version, "run_id": best.source_run_id, "model_id": best.model_id,
+            "model": best.tags.get(tracking.TAG_MODEL, ""), "code_version": best.tags.get(tracking.TAG_CODE, ""),
             "dataset": dataset, metric: value}

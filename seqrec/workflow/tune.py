@@ -21,6 +21,7 @@ import mlflow
 import optuna
 
 from seqrec import tracking, tuning
+from seqrec.configs import RangeError, at_least, check_ranges, ranged
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.evaluation import SELECTION_METRIC
 from seqrec.models import registry
@@ -43,17 +44,22 @@ class TuneParams:
     model: str
     data: str
     preset: str = "default"  # the neural model's preset the searched parameters override
-    epochs: int = 0  # cap on the epochs of every trial and of the final run (0: the preset's)
-    trials: int = 20  # trials this call adds to the study (0: until ``timeout``)
-    timeout: float = 0.0  # seconds after which no new trial starts (0: none)
+    epochs: int = ranged(0, at_least(0))  # cap on the epochs of every trial and of the final run (0: the preset's)
+    trials: int = ranged(20, at_least(0))  # trials this call adds to the study (0: until ``timeout``)
+    timeout: float = ranged(0.0, at_least(0))  # seconds after which no new trial starts (0: none)
     study: str = ""  # study to create or continue (empty: a new one named by model, dataset and time)
-    jobs: int = 1  # trials run at once (threads of this process)
-    seeds: int = 1  # seeds of the final training run
+    jobs: int = ranged(1, at_least(1))  # trials run at once (threads of this process)
+    seeds: int = ranged(1, at_least(1))  # seeds of the final training run
     space: str = ""  # search-space overrides, name=kind:args,...
     params: dict = field(default_factory=dict)  # fixed overrides (they leave the search space)
     write_preset: str = ""  # save the best setting as this preset of the model
-    seed: int = 0  # the sampler's seed
+    seed: int = ranged(0, at_least(0))  # the sampler's seed
     device: str = ""  # auto | cpu | cuda (empty: auto)
+
+    def __post_init__(self) -> None:
+        check_ranges("TuneParams", self)
+        if self.trials == 0 and self.timeout == 0:
+            raise RangeError("TuneParams", "trials=0 needs a timeout: give trials > 0 or timeout > 0 (seconds)")
 
 
 def run_tune(p: TuneParams, nested: bool = False) -> dict[str, Any]:
@@ -62,8 +68,6 @@ def run_tune(p: TuneParams, nested: bool = False) -> dict[str, Any]:
     neural = p.model in registry.MODELS
     if not neural and p.model not in BASELINES:
         raise ValueError(f"unknown model {p.model!r}, expected one of {sorted(registry.MODELS)} or {BASELINES}")
-    if p.trials <= 0 and p.timeout <= 0:
-        raise ValueError("trials=0 needs a timeout: give trials > 0 or timeout > 0 (seconds)")
     fixed = dict(p.params)
     if p.epochs and neural:
         fixed["epochs"] = p.epochs
@@ -89,8 +93,9 @@ def run_tune(p: TuneParams, nested: bool = False) -> dict[str, Any]:
         objective = _Objective(p, data, fixed, space, name, parent.info.run_id, parent.info.experiment_id)
         print(f"tune: study {name!r} ({tuning.study_path(name)}), {before} trials so far; searching "
               f"{', '.join(space)}", flush=True)
+        # a trial whose values are each in range but not together (heads not dividing hidden) fails alone
         study.optimize(objective, n_trials=p.trials or None, timeout=p.timeout or None, n_jobs=p.jobs,
-                       catch=(TrainingDiverged,), gc_after_trial=True)
+                       catch=(TrainingDiverged, RangeError), gc_after_trial=True)
         counts = _log_study(study, before)
         best = tuning.best_overrides(study)
         tracking.log_params({f"best.{k}": v for k, v in best.items()})
@@ -109,7 +114,8 @@ def run_tune(p: TuneParams, nested: bool = False) -> dict[str, Any]:
 
 
 def _check_space(model: str, preset: str, fixed: dict, space: dict[str, tuning.Dimension]) -> None:
-    """Refuse an unknown parameter or a value of the wrong type before the first trial, not in it."""
+    """Refuse an unknown parameter, or a value of the wrong type or out of its range (each bound or choice of a
+    dimension, with the other parameters as fixed or preset), before the first trial, not in it."""
     def check(overrides: dict) -> None:
         if model in registry.MODELS:
             split_overrides(model, preset, overrides)

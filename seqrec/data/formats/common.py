@@ -2,9 +2,10 @@
 and the delimited-text reader with its line-exact error messages.
 
 Delimited files are parsed with pyarrow's multi-threaded CSV reader straight into typed columns.
-When a file does not parse (or a required field is empty), a streaming scan finds the first
-offending line so that the error names the file, the line and what was expected. With
-``on_bad_lines="skip"`` malformed rows are dropped and counted.
+When a file does not parse (or a required field is empty, or a number is negative where the field's
+pattern has no minus sign: unix times), a streaming scan finds the first offending line so that the
+error names the file, the line and what was expected. With ``on_bad_lines="skip"`` malformed rows,
+negative times included, are dropped and counted.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from seqrec.configs import above, check_ranges, one_of, ranged
+
 INT = r"-?\d+"
-FLOAT = r"-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
+UNSIGNED_INT = r"\d+"  # a count or a unix time: never negative
+UNSIGNED_FLOAT = r"(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
+FLOAT = rf"-?{UNSIGNED_FLOAT}"
 ISO_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"
 ISO_ANY = r"\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d+)?)?)?(Z|[+-]\d\d:?\d\d)?"
 ANY = r".+"
@@ -71,20 +76,15 @@ class Clicks:
 class ReadOptions:
     """How to read a click file (the ``preprocess`` parameters ``format`` .. ``session_gap``)."""
 
-    on_bad_lines: str = "error"
+    on_bad_lines: str = ranged("error", one_of(*ON_BAD_LINES))
     columns: dict[str, str] = field(default_factory=dict)  # generic formats: role -> column name
-    time_unit: str = ""  # generic formats: s, ms or iso ("" = s)
+    time_unit: str = ranged("", one_of("", *TIME_UNITS))  # generic formats: s, ms or iso ("" = s)
     sep: str = ""  # generic csv: field separator ("" = sniffed from the header)
     events: tuple[str, ...] = ()  # event types to keep (() = the format's click-like events)
-    session_gap: float = 1800.0  # retailrocket: seconds of inactivity that end a session
+    session_gap: float = ranged(1800.0, above(0))  # retailrocket: seconds of inactivity that end a session
 
     def __post_init__(self) -> None:
-        if self.on_bad_lines not in ON_BAD_LINES:
-            raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {self.on_bad_lines!r}")
-        if self.time_unit and self.time_unit not in TIME_UNITS:
-            raise ValueError(f"time_unit must be one of {'|'.join(TIME_UNITS)}, got {self.time_unit!r}")
-        if self.session_gap <= 0:
-            raise ValueError(f"session_gap must be a positive number of seconds, got {self.session_gap}")
+        check_ranges("ReadOptions", self)
 
 
 def parse_columns(text: str) -> dict[str, str]:
@@ -252,6 +252,13 @@ def read_header(path: Path, sep: str, fields: Sequence[Field]) -> list[str]:
     return header
 
 
+def _unsigned(f: Field) -> bool:
+    """Whether ``f`` is a number whose pattern refuses a minus sign (a unix time: ``UNSIGNED_FLOAT``), so that
+    the parsed column is checked for negative values too."""
+    numeric = pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+    return numeric and re.fullmatch(f.regex, "-1") is None
+
+
 def _all_match(column: pa.ChunkedArray, regex: str) -> bool:
     """Whether every text value is non-empty and, for a pattern other than ``ANY``, matches it in full
     (for a dictionary column: every distinct value)."""
@@ -279,7 +286,8 @@ def read_delimited(path: Path, fields: Sequence[Field], sep: str, header: list[s
             raise_first_problem(path, fields, sep, header, exc)
         texts = (pa.string(), LABEL)
         if any(table[f.source].null_count or (f.type in texts and not _all_match(table[f.source], f.regex))
-               for f in fields):  # an empty or unexpected field: find and name its line
+               or (_unsigned(f) and pc.any(pc.less(table[f.source], 0)).as_py())
+               for f in fields):  # an empty, unexpected or negative field: find and name its line
             raise_first_problem(path, fields, sep, header, None)
         return table.rename_columns([f.name for f in fields]), 0
     bad_rows: list[int] = []

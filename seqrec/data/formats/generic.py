@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 
 from seqrec.data.formats.common import (
     ANY,
-    FLOAT,
     ISO_ANY,
     LABEL,
+    UNSIGNED_FLOAT,
     Clicks,
     DataFormatError,
     Field,
@@ -47,7 +47,8 @@ def sniff_separator(path: Path, columns: dict[str, str]) -> str:
 
 def _fields(columns: dict[str, str], unit: str) -> list[Field]:
     time = Field("time", columns["time"], pa.string(), ISO_ANY, "an ISO-8601 time like 2014-04-07T10:51:09Z") \
-        if unit == "iso" else Field("time", columns["time"], pa.float64(), FLOAT, f"a number of {unit} since 1970")
+        if unit == "iso" else Field("time", columns["time"], pa.float64(), UNSIGNED_FLOAT,
+                                    f"a number of {unit} since 1970")
     fields = [Field("session", columns["session"], pa.string(), ANY, "a session id"),
               Field("item", columns["item"], pa.string(), ANY, "an item id"), time]
     if "event" in columns:
@@ -69,7 +70,8 @@ def read_csv(path: Path, options: ReadOptions) -> Clicks:
 
 
 def read_parquet(path: Path, options: ReadOptions) -> Clicks:
-    """A Parquet file; a null in a mapped column is an error naming the record (or skipped)."""
+    """A Parquet file; a null in a mapped column, or a negative number of a numeric time column, is an error
+    naming the record (or skipped and counted)."""
     check_file(path)
     unit = options.time_unit or "s"
     cols = options.columns
@@ -88,17 +90,25 @@ def read_parquet(path: Path, options: ReadOptions) -> Clicks:
             (pa.types.is_string(time_type) and unit == "iso")):
         raise DataFormatError(f"{path}: column {cols['time']!r} is {time_type}; expected a timestamp, numbers "
                               f"(time_unit=s|ms) or ISO-8601 text (time_unit=iso)")
-    valid = None
+    present = None
     for role in cols:
         ok = pc.is_valid(table[role])
         if role != "time" and not pa.types.is_integer(table[role].type):
             ok = pc.and_(ok, pc.not_equal(pc.fill_null(id_column(table[role]), ""), ""))
-        valid = ok if valid is None else pc.and_(valid, ok)
-    bad = np.flatnonzero(~valid.to_numpy(zero_copy_only=False))
+        present = ok if present is None else pc.and_(present, ok)
+    present = present.to_numpy(zero_copy_only=False)
+    # unix times are never negative (a timestamp column's times are taken as they are)
+    unsigned = pc.fill_null(pc.greater_equal(table["time"], 0), True).to_numpy(zero_copy_only=False) \
+        if numeric else np.ones(len(present), dtype=bool)
+    valid = present & unsigned
+    bad = np.flatnonzero(~valid)
     if bad.size and options.on_bad_lines == "error":
-        row = table.slice(int(bad[0]), 1).to_pylist()[0]
-        raise DataFormatError(f"{path}: record {bad[0] + 1}: expected a value in every mapped column, got {row}")
-    table = table.filter(valid)
+        first = int(bad[0])
+        row = table.slice(first, 1).to_pylist()[0]
+        expected = f"a time >= 0 ({unit} since 1970) in column {cols['time']!r}" if present[first] else \
+            "a value in every mapped column"
+        raise DataFormatError(f"{path}: record {first + 1}: expected {expected}, got {row}")
+    table = table.filter(pa.array(valid))
     if "event" in cols and options.events:
         table = table.filter(event_filter(table["event"], options.events))
     return flat_clicks(path, [table], unit, int(bad.size), options)

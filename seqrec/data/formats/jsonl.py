@@ -103,6 +103,8 @@ def otto_problem(line: str) -> str | None:
         for key in ("aid", "ts"):
             if not _is_int(event.get(key)):
                 return f"event {i}: expected an integer {key!r}, got {event.get(key)!r}"
+        if event["ts"] < 0:
+            return f"event {i}: expected a unix time 'ts' >= 0, got {event['ts']!r}"
         if event.get("type") not in OTTO_EVENTS:
             return f"event {i}: expected \"type\" clicks, carts or orders, got {event.get('type')!r}"
     return None
@@ -137,7 +139,8 @@ def _otto_block(table: pa.Table, keep: pa.Array) -> tuple[pa.Array, pa.Array, pa
         return None
     flat = events.flatten()
     aid, ts, kind = flat.field("aid"), flat.field("ts"), flat.field("type")
-    if aid.null_count or ts.null_count or not pc.all(pc.is_in(kind, value_set=pa.array(OTTO_EVENTS))).as_py():
+    if aid.null_count or ts.null_count or not pc.all(pc.is_in(kind, value_set=pa.array(OTTO_EVENTS))).as_py() \
+            or pc.any(pc.less(ts, 0)).as_py():
         return None
     mask = pc.is_in(kind, value_set=keep)
     parent = pc.list_parent_indices(events).filter(mask)
@@ -194,9 +197,9 @@ def _flat_problem(columns: dict[str, str], time_unit: str) -> Callable[[str], st
                 return f"expected a {role} id (integer or text) in {column!r}, got {value!r}"
             if role == "time":
                 ok = isinstance(value, str) and iso.fullmatch(value) if time_unit == "iso" else \
-                    isinstance(value, int | float) and not isinstance(value, bool)
+                    isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
                 if not ok:
-                    what = "an ISO-8601 time" if time_unit == "iso" else f"a number of {time_unit or 's'}"
+                    what = "an ISO-8601 time" if time_unit == "iso" else f"a number of {time_unit or 's'} since 1970"
                     return f"expected {what} in {column!r}, got {value!r}"
         return None
 
@@ -217,6 +220,8 @@ def read_jsonl(path: Path, options: ReadOptions) -> Clicks:
             table = table.select(list(cols.values()))
             if any(table[c].null_count for c in cols.values()):
                 raise pa.ArrowInvalid("a record lacks a column")
+            if unit != "iso" and pc.any(pc.less(table[cols["time"]], 0)).as_py():
+                raise pa.ArrowInvalid("a negative unix time")
         except (pa.ArrowInvalid, KeyError):
             block, bad = _check_lines(path, first, block, problem, options.on_bad_lines)
             skipped += bad

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 from seqrec.data.formats.common import (
     INT,
     LABEL,
+    UNSIGNED_INT,
     Clicks,
     Field,
     ReadOptions,
@@ -28,12 +29,13 @@ DIGINETICA_EVENTS = ("view",)
 _DIGINETICA = (
     Field("session", "session_id", pa.int64(), INT, "an integer session_id"),
     Field("item", "item_id", pa.int64(), INT, "an integer item_id"),
-    Field("timeframe", "timeframe", pa.int64(), INT, "an integer timeframe (milliseconds since the day's start)"),
+    Field("timeframe", "timeframe", pa.int64(), UNSIGNED_INT,
+          "an integer timeframe >= 0 (milliseconds since the day's start)"),
     Field("day", "eventdate", pa.date32(), r"\d{4}-\d\d-\d\d", "an eventdate like 2016-05-09"),
 )
 RETAILROCKET_EVENTS = ("view", "addtocart", "transaction")
 _RETAILROCKET = (
-    Field("time", "timestamp", pa.int64(), INT, "an integer timestamp in milliseconds"),
+    Field("time", "timestamp", pa.int64(), UNSIGNED_INT, "an integer timestamp >= 0 in milliseconds"),
     Field("visitor", "visitorid", pa.int64(), INT, "an integer visitorid"),
     Field("event", "event", LABEL, "|".join(RETAILROCKET_EVENTS), "an event view, addtocart or transaction"),
     Field("item", "itemid", pa.int64(), INT, "an integer itemid"),

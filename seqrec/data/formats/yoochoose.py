@@ -10,10 +10,10 @@ import pyarrow as pa
 
 from seqrec.data.formats.common import (
     ANY,
-    FLOAT,
     INT,
     ISO_UTC,
     LABEL,
+    UNSIGNED_FLOAT,
     Clicks,
     DataFormatError,
     Field,
@@ -45,7 +45,7 @@ _RAW_BUYS = (
 _PREPARED = (
     Field("session", "SessionId", pa.int64(), INT, "an integer SessionId"),
     Field("item", "ItemId", pa.int64(), INT, "an integer ItemId"),
-    Field("time", "Time", pa.float64(), FLOAT, "a unix Time in seconds"),
+    Field("time", "Time", pa.float64(), UNSIGNED_FLOAT, "a unix Time in seconds (>= 0)"),
 )
 
 

@@ -13,7 +13,8 @@ BASELINES = ("pop", "spop", "itemknn", "ar", "sr", *VARIANTS)
 
 def make_baseline(name: str, **params) -> Baseline:
     """Build a baseline by its name (``pop``, ``spop``, ``itemknn``, ``ar``, ``sr``, ``sknn``, ``vsknn``,
-    ``stan``, ``vstan``) with optional hyper-parameter overrides, checked against its config's fields."""
+    ``stan``, ``vstan``) with optional hyper-parameter overrides, checked against its config's fields, their
+    types and their ranges (``seqrec.configs``: ``vsknn: k=-5 must be >= 1``)."""
     from dataclasses import fields, replace
 
     classes = {"pop": Pop, "spop": SessionPop, "itemknn": ItemKNN, "ar": AssociationRules, "sr": SequentialRules}

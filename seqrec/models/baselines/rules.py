@@ -15,26 +15,36 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from seqrec.configs import at_least, check_ranges, in_range, ranged
 from seqrec.data.dataset import SessionSplit
 from seqrec.models.baselines.base import LastItemModel, click_rank_by_session_id, pairs_within, sum_and_prune
 
 
 @dataclass(frozen=True)
 class ARConfig:
-    pruning: int = 20
+    pruning: int = ranged(20, at_least(0))  # strongest rules kept per item (0: all)
+
+    def __post_init__(self) -> None:
+        check_ranges("ar", self)
 
 
 @dataclass(frozen=True)
 class SRConfig:
-    steps: int = 8
-    pruning: int = 20
+    steps: int = ranged(8, at_least(1))  # b follows a within this many clicks
+    pruning: int = ranged(20, at_least(0))  # strongest rules kept per item (0: all)
+
+    def __post_init__(self) -> None:
+        check_ranges("sr", self)
 
 
 @dataclass(frozen=True)
 class ItemKNNConfig:
-    n_sims: int = 100
-    lmbd: float = 20.0
-    alpha: float = 0.5
+    n_sims: int = ranged(100, at_least(1))  # the k of item-kNN: most similar items kept per item
+    lmbd: float = ranged(20.0, at_least(0))  # support regularisation of the similarity's denominator
+    alpha: float = ranged(0.5, in_range(0, 1))  # weight of the item's own support (1 - alpha: the other's)
+
+    def __post_init__(self) -> None:
+        check_ranges("itemknn", self)
 
 
 class AssociationRules(LastItemModel):

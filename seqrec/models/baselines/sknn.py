@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
+from seqrec.configs import RangeError, at_least, check_ranges, one_of, ranged
 from seqrec.data.dataset import SessionSplit
 from seqrec.models.baselines.base import Baseline
 
@@ -37,16 +38,21 @@ DAY = 86_400.0
 class SKNNConfig:
     """Hyper-parameters of the session-kNN family; ``VARIANTS`` holds the published settings."""
 
-    k: int = 100
-    sample_size: int = 1000
-    similarity: str = "vec"  # jaccard | vec | cosine
-    position_weight: str = "quadratic"  # none | div | quadratic | exp (exp uses spw)
-    spw: float = 0.0  # STAN lambda_spw: exp((position - length) / spw)
-    score_decay: str = "quadratic"  # none | div | quadratic (V-SKNN: by step of the shared item)
-    snh_days: float = 0.0  # STAN lambda_snh: exp(-age / snh), 0 = off
-    inh: float = 0.0  # STAN lambda_inh: exp(-|pos(item) - pos(shared)| / inh), 0 = off
-    ipw: float = 0.0  # V-STAN lambda_ipw: exp((position of the shared item - length) / ipw), 0 = off
-    idf: float = 0.0  # V-STAN lambda_idf: score * (1 + idf(item) * idf), 0 = off
+    k: int = ranged(100, at_least(1))  # neighbours per prefix
+    sample_size: int = ranged(1000, at_least(1))  # most recent candidate sessions the neighbours are taken from
+    similarity: str = ranged("vec", one_of("jaccard", "vec", "cosine"))
+    position_weight: str = ranged("quadratic", one_of("none", "div", "quadratic", "exp"))  # exp uses spw
+    spw: float = ranged(0.0, at_least(0))  # STAN lambda_spw: exp((position - length) / spw), > 0 with exp
+    score_decay: str = ranged("quadratic", one_of("none", "div", "quadratic"))  # V-SKNN: by the shared item's step
+    snh_days: float = ranged(0.0, at_least(0))  # STAN lambda_snh: exp(-age / snh), 0 = off
+    inh: float = ranged(0.0, at_least(0))  # STAN lambda_inh: exp(-|pos(item) - pos(shared)| / inh), 0 = off
+    ipw: float = ranged(0.0, at_least(0))  # V-STAN lambda_ipw: exp((shared item's position - length) / ipw), 0 = off
+    idf: float = ranged(0.0, at_least(0))  # V-STAN lambda_idf: score * (1 + idf(item) * idf), 0 = off
+
+    def __post_init__(self) -> None:
+        check_ranges("sknn", self)
+        if self.position_weight == "exp" and self.spw <= 0:
+            raise RangeError("sknn", f"spw={self.spw!r} must be > 0 with position_weight='exp'")
 
 
 VARIANTS: dict[str, SKNNConfig] = {
@@ -131,7 +137,11 @@ class SessionKNN(Baseline):
     def variant(cls, name: str, **overrides) -> SessionKNN:
         if name not in VARIANTS:
             raise ValueError(f"unknown session-kNN variant {name!r}, expected one of {sorted(VARIANTS)}")
-        return cls(replace(VARIANTS[name], **overrides), name=name)
+        try:
+            config = replace(VARIANTS[name], **overrides)
+        except RangeError as exc:  # the variants share one config class: name the variant asked for
+            raise RangeError(name, exc.problem) from None
+        return cls(config, name=name)
 
     def fit(self, split: SessionSplit, n_items: int) -> SessionKNN:
         self.n_items = n_items

@@ -1,0 +1,68 @@
+"""Output directories a step may write: never one that holds what the project did not write.
+
+A step writes a directory only if it does not exist, is empty, or is an earlier output of the same step:
+it holds the step's marker file (a processed dataset's ``stats.json``) and nothing but the names that step
+writes. Anything else stops the step before any work, with one line naming the directory, what it holds
+that the step did not write, and what to do. Directories are created with the permissions the umask gives
+(not the 0700 of a temporary directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+class OutputConflict(ValueError):
+    """The output path holds something the step did not write."""
+
+
+def check_output_dir(path: str | Path, step: str, marker: str, owned: frozenset[str], hint: str) -> None:
+    """Refuse to write ``path`` unless it is missing, an empty directory, or ``step``'s own earlier output
+    (``marker`` present, every entry in ``owned``). ``hint`` says what to do instead (``choose another -P out``)."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir():
+        raise OutputConflict(f"{path} is a file, not a directory {step} may write: {hint}")
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries or (marker in entries and set(entries) <= owned):
+        return
+    foreign = [name for name in entries if name not in owned] or [f"no {marker}"]
+    shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
+    raise OutputConflict(f"{path} holds what {step} did not write ({shown}): {hint}; {step} never overwrites "
+                         f"or deletes what it did not write")
+
+
+def check_name(name: str, what: str = "dataset name") -> str:
+    """``name`` if it is a usable file name (letters, digits, ``._+-``; not empty, no path separator, no leading
+    dot), else a ``ValueError`` that says so."""
+    if not _NAME.fullmatch(name or ""):
+        raise ValueError(f"{what} {name!r} is not usable as a directory name: expected letters, digits and . _ + - "
+                         f"only, starting with a letter or digit (no path separator, no leading dot); give -P name=")
+    return name
+
+
+def umask_mode(directory: bool = True) -> int:
+    """The mode a new directory (or file) gets under this process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+def write_json_atomically(path: str | Path, obj: object) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary sibling file and a rename: a reader sees the old
+    file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
