@@ -183,22 +183,17 @@ def log_metrics_at(metrics: dict[str, float], step: int | None = None, model_id:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, model_id=model_id, dataset=dataset)
 
 
-def model_requirements() -> list[str]:
-    """The logged model's pip requirements: every runtime dependency of the installed ``seqrec``
-    package, pinned to this environment's versions (all resolvable from a package index; the project's
-    own code travels with the model as a code path)."""
-    from importlib.metadata import PackageNotFoundError, requires, version
+# what a logged model imports when it is loaded and scores (the modules of seqrec.serving and what they
+# import), by distribution name: its requirements, and nothing of training, tuning, plotting or the service
+INFERENCE_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "threadpoolctl")
 
-    pins = []
-    for requirement in requires("seqrec") or []:
-        if "extra ==" in requirement:
-            continue
-        name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
-        try:
-            pins.append(f"{name}=={version(name).split('+')[0]}")  # 2.13.0+cpu -> 2.13.0
-        except PackageNotFoundError:
-            pins.append(requirement)
-    return pins
+
+def model_requirements() -> list[str]:
+    """The logged model's pip requirements: the distributions inference imports (``INFERENCE_DISTRIBUTIONS``),
+    pinned to this environment's versions (the project's own code travels with the model as a code path)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in INFERENCE_DISTRIBUTIONS]  # 2.13.0+cpu -> 2.13.0
 
 
 def log_model(recommender: Recommender, example_session: list[str], params: dict | None = None,
