@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch's CPU build is picked up from a local wheel directory where the machine has one.
 PIP_FLAGS ?= -q
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

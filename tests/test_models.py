@@ -10,7 +10,7 @@ from seqrec.models.base import SequenceModel, SessionParallel, Windows
 from seqrec.models.registry import MODELS, build_model, preset
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "seqrec" / "models"
-FORBIDDEN = ("seqrec.trainer", "seqrec.training", "seqrec.tracking", "seqrec.workflow", "mlflow",
+FORBIDDEN = ("seqrec.trainer", "seqrec.tracking", "seqrec.workflow", "mlflow",
              "seqrec.data.loader", "seqrec.data.session_parallel", "seqrec.data.readers")
 
 

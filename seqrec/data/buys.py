@@ -115,8 +115,3 @@ def buy_stats(labels: dict[str, BasketLabels], splits: dict[str, SessionSplit]) 
                    "bought_items": len(labels[name]),
                    "bought_known_items": int((labels[name].item > 0).sum())}
             for name in SPLITS if name in labels}
-
-
-def item_buy_counts(labels: BasketLabels, n_items: int) -> np.ndarray:
-    """How many sessions bought each dense id ``[n_items + 1]`` (index 0: items outside the vocabulary)."""
-    return np.bincount(labels.item, minlength=n_items + 1)

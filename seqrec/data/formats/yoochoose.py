@@ -26,7 +26,6 @@ from seqrec.data.formats.common import (
     to_numpy,
 )
 
-PREPARED_HEADER = ("SessionId", "ItemId", "Time")
 _TIME = Field("time", "Timestamp", pa.timestamp("ms", tz="UTC"), ISO_UTC,
               "an ISO-8601 UTC Timestamp like 2014-04-07T10:51:09.277Z")
 _RAW_CLICKS = (
