@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Annotated
 
 import h11
@@ -132,17 +134,38 @@ class State:
     limits: Limits = Limits.from_env()
 
 
-def describe(model_uri: str, recommender: Recommender) -> dict:
-    """Model URI, registered name and version, run, LoggedModel id, model name, metrics and item count."""
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
+METADATA_FILE = "seqrec-metadata.json"  # an exported model's description (seqrec.serving.export), read offline
 
+
+def registered_version(client: mlflow.MlflowClient, model_uri: str) -> tuple[str, str] | None:
+    """``(name, version)`` of ``models:/NAME@ALIAS``, ``models:/NAME/N`` or ``models:/NAME/latest``; ``None`` for
+    other URIs (a run's model, a LoggedModel id, a path)."""
+    if not model_uri.startswith("models:/") or model_uri.startswith("models:/m-"):
+        return None
+    name, _, rest = model_uri[len("models:/"):].partition("/")
+    if "@" in name:
+        name, alias = name.split("@", 1)
+        return name, str(client.get_model_version_by_alias(name, alias).version)
+    if rest == "latest":
+        versions = client.search_model_versions(f"name='{name}'")
+        return name, str(max(int(v.version) for v in versions))
+    return name, rest
+
+
+def describe(model_uri: str, recommender: Recommender) -> dict:
+    """Model URI, registered name and version, run, LoggedModel id, model name, metrics and item count; for an
+    exported model (a directory with ``seqrec-metadata.json``) what was recorded at export, with no server."""
     meta: dict = {"model_uri": model_uri, "n_items": recommender.n_items, "max_len": recommender.max_len,
                   "scorer": type(recommender.scorer).__name__}
+    exported = Path(model_uri, METADATA_FILE)
+    if exported.is_file():
+        return {**json.loads(exported.read_text()), **meta}
     client = mlflow.MlflowClient()
     info = mlflow.models.get_model_info(model_uri)
     meta.update({"run_id": info.run_id, "model_id": info.model_id})
-    if model_uri.startswith("models:/") and not model_uri.startswith(f"models:/{info.model_id}"):
-        meta["name"], meta["version"] = get_model_name_and_version(client, model_uri)
+    registered = registered_version(client, model_uri)
+    if registered is not None:
+        meta["name"], meta["version"] = registered
     if info.model_id:
         logged = client.get_logged_model(info.model_id)
         meta["model"] = logged.tags.get("seqrec.model")
@@ -367,3 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["MODEL_URI"] = a.model_uri
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning", http=HeaderTimeoutH11Protocol,
                 timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+
+
+if __name__ == "__main__":
+    main()
