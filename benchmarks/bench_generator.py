@@ -103,8 +103,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--models", default=",".join([*BASELINES, "gru4rec", "sasrec"]))
     p.add_argument("--presets", default="sample,default", help="presets of the neural models (of main's)")
-    p.add_argument("--time-budget", type=float, default=defaults.time_budget,
-                   help="main's time budget that sets the selection time (0: no limit, early stopping alone)")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="seconds of main's time budget that set the selection time (0: main's default, the "
+                        "built-in data's epoch caps)")
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="main's cap on the epochs (0: the presets')")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, as main)")
     p.add_argument("--eda-only", action="store_true")

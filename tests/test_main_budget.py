@@ -1,4 +1,6 @@
-"""``main`` trains the neural models until early stopping, within its time budget."""
+"""``main`` trains the neural models until early stopping, within its time budget: by default (``auto``) fixed
+epoch caps on the built-in data, so that its results do not depend on the machine's speed, and no limit on the
+user's data; a budget in seconds is shared by the neural runs."""
 
 import importlib
 from pathlib import Path
@@ -31,18 +33,45 @@ def test_the_time_limit_ends_the_selection_then_the_refit_follows(processed, tmp
     assert len(unlimited.select) == 3
 
 
-def test_main_shares_what_is_left_of_the_budget_and_caps_no_epochs_by_default():
-    assert MainParams().epochs == 0
+def test_main_shares_what_is_left_of_a_budget_in_seconds():
     left = 400.0
     share = selection_seconds(left, 2)
     assert share == pytest.approx((left - workflow_main.RESERVE_SECONDS) / 2 * workflow_main.SELECT_SHARE)
     assert selection_seconds(left, 1) == pytest.approx(2 * share)
     assert selection_seconds(-50.0, 3) == 1.0  # an overrun budget still trains one epoch per model
-    plan = neural_plan(MainParams())
+
+
+def test_the_auto_budget_caps_epochs_on_the_built_in_data_and_nothing_on_the_users():
+    assert MainParams().time_budget == workflow_main.AUTO and MainParams().epochs == 0
+    plan = neural_plan(MainParams())  # the built-in data
     assert [(m, p) for m, p, _ in plan] == list(workflow_main.NEURAL)
-    assert all("epochs" not in over for _, _, over in plan)  # the presets' maxima; early stopping decides
-    capped = neural_plan(MainParams(models="pop,sasrec", epochs=7))
+    assert {(m, p): over["epochs"] for m, p, over in plan} == workflow_main.BUILT_IN_EPOCHS
+    assert workflow_main.BUILT_IN_EPOCHS == {("gru4rec", "sample"): 6, ("sasrec", "default"): 10,
+                                            ("bert4rec", "default"): 12}  # what they reached in 420 s on 2 cores
+    for users in (MainParams(clicks="clicks.csv"), MainParams(data="data/processed/x"),  # the presets' maxima
+                  MainParams(time_budget=420.0), MainParams(time_budget=0.0)):  # a budget given: no caps
+        assert all("epochs" not in over for _, _, over in neural_plan(users)), users
+    capped = neural_plan(MainParams(models="pop,sasrec", epochs=7))  # an explicit cap replaces the built-in one
     assert [(m, over["epochs"]) for m, _, over in capped] == [("sasrec", 7)]
+    assert workflow_main.budget_seconds(MainParams()) == workflow_main.budget_seconds(MainParams(clicks="c")) == 0
+
+
+def test_main_says_which_budget_applies_and_why():
+    rule = workflow_main.budget_rule
+    assert "built-in data" in rule(MainParams()) and "sasrec-default 10" in rule(MainParams())
+    assert "machine's speed" in rule(MainParams())
+    assert rule(MainParams(clicks="c")).startswith("none (time_budget=auto on your data)")
+    assert "early stopping" in rule(MainParams(data="d"))
+    assert rule(MainParams(time_budget=90.0)).startswith("90 s for the whole run")
+    assert rule(MainParams(time_budget=0.0)).startswith("none (time_budget=0)")
+    assert "epochs=3" in rule(MainParams(epochs=3))
+
+
+@pytest.mark.parametrize(("budget", "message"), [(-5.0, "time_budget=-5.0 must be >= 0"),
+                                                 ("soon", "time_budget='soon' must be auto or a number")])
+def test_a_bad_budget_is_refused(budget, message):
+    with pytest.raises(ValueError, match=f"main: {message}"):
+        MainParams(time_budget=budget)
 
 
 def test_the_entry_point_passes_the_budget_and_the_epoch_cap(monkeypatch):
@@ -50,20 +79,39 @@ def test_the_entry_point_passes_the_budget_and_the_epoch_cap(monkeypatch):
     parse_args = importlib.import_module("steps.main").parse_args
     params = parse_args(["--time-budget", "90", "--epochs", "5", "--models", "sr"])
     assert (params.time_budget, params.epochs, params.models) == (90.0, 5, "sr")
-    assert parse_args([]).time_budget == MainParams().time_budget
+    assert parse_args([]).time_budget == parse_args(["--time-budget", "auto"]).time_budget == MainParams().time_budget
+
+
+def _limits(monkeypatch, params: MainParams, clock: list[float]) -> tuple[list[dict], list[dict]]:
+    """What ``train_neural_models`` hands each neural run (its overrides) and its reuse key's payload, with
+    the runs starting at the times of ``clock`` (main started at 0)."""
+    handed, payloads = [], []
+    ticks = iter(clock)
+    monkeypatch.setattr(workflow_main, "time", SimpleNamespace(monotonic=lambda: next(ticks)))
+    monkeypatch.setattr(workflow_main, "reuse_or_run",
+                        lambda name, payload, execute: (payloads.append(payload) or execute(), False))
+    monkeypatch.setattr(workflow_main, "run_neural",
+                        lambda model, data, preset, over, nested, seeds: handed.append(over) or model)
+    runs = workflow_main.train_neural_models(params, neural_plan(params), "d", {}, started=0.0)
+    assert list(runs) == [f"{m}-{p}" for m, p in workflow_main.NEURAL]
+    return handed, payloads
 
 
 def test_a_neural_run_gets_its_share_when_it_starts(monkeypatch):
     """The limit each neural run gets shrinks with the time the runs before it took."""
-    limits = []
-    clock = iter([100.0, 250.0, 400.0])  # when each run starts; main started at 0
-    monkeypatch.setattr(workflow_main, "time", SimpleNamespace(monotonic=lambda: next(clock)))
-    monkeypatch.setattr(workflow_main, "reuse_or_run", lambda name, payload, execute: (execute(), False))
-    monkeypatch.setattr(workflow_main, "run_neural",
-                        lambda model, data, preset, over, nested, seeds: limits.append(over["max_seconds"]) or model)
-    plan = neural_plan(MainParams())
-    runs = workflow_main.train_neural_models(MainParams(time_budget=480.0), plan, "d", {}, started=0.0)
-    assert list(runs) == [f"{m}-{p}" for m, p, _ in plan]
+    handed, payloads = _limits(monkeypatch, MainParams(time_budget=480.0), [100.0, 250.0, 400.0])
+    limits = [over["max_seconds"] for over in handed]
     assert limits == pytest.approx([selection_seconds(380.0, 3), selection_seconds(230.0, 2),
                                     selection_seconds(80.0, 1)])
     assert limits[0] > limits[1] > limits[2]
+    assert all(p["time_budget"] == 480.0 for p in payloads)
+
+
+@pytest.mark.parametrize("params", [MainParams(), MainParams(clicks="clicks.csv")], ids=["built-in", "user"])
+def test_the_auto_budget_sets_no_time_limit_whatever_the_clock_says(monkeypatch, params):
+    handed, payloads = _limits(monkeypatch, params, [1e6, 2e6, 3e6])  # a very slow machine: the same runs
+    assert all("max_seconds" not in over for over in handed)
+    expected = [workflow_main.BUILT_IN_EPOCHS[m, p] if params.built_in else None for m, p in workflow_main.NEURAL]
+    assert [over.get("epochs") for over in handed] == expected
+    assert [p["overrides"].get("epochs") for p in payloads] == expected  # the cap is part of the reuse key
+    assert all(p["time_budget"] == 0 for p in payloads)

@@ -1,14 +1,18 @@
 """The ``main`` workflow: every step as a nested child run of one parent run, finished steps reused.
 
-preprocess -> eda -> the baselines -> GRU4Rec small, medium, large -> SASRec -> BERT4Rec -> register
-(the best model of this dataset by ``best_val_mrr_at_20``), then the comparison of every model as an
-MLflow table, markdown and chart, and the champion's metrics on the parent run. A step whose run
-already finished for the same inputs, parameters and code version is reused (a second ``main`` after a
-crash picks up where the first stopped) and linked from the new parent by a pointer run.
+preprocess -> eda -> the baselines -> GRU4Rec, SASRec, BERT4Rec -> register (the best model of this dataset by
+``best_val_mrr_at_20``), then the comparison of every model as an MLflow table, markdown and chart, and the
+champion's metrics on the parent run. The data is the built-in generated data, a click file of any format
+``preprocess`` reads (every ``preprocess`` setting applies), or an already processed dataset (``data``: checked,
+no preprocess step). A step whose run already finished for the same inputs, parameters and code version is reused
+(a second ``main`` after a crash picks up where the first stopped) and linked from the new parent by a pointer run.
 
-The neural models train until early stopping (each preset's patience and maximum epochs), within a
-time budget for the whole run: each neural run may select for its share of the time the steps before
-it left (``selection_seconds``), the rest of its share being for its refit and test.
+The neural models train until early stopping (each preset's patience and maximum epochs). The time budget
+(``time_budget``) is ``auto`` by default: on the built-in data each neural model's selection epochs are capped
+(``BUILT_IN_EPOCHS``, chosen so that ``make run`` ends within 10 minutes on two CPU cores) instead of a wall-clock
+limit, so its comparison is the same on a fast machine and a slow one; on the user's data there is no limit. A
+budget in seconds limits the whole run: each neural run may select for its share of the time the steps before it
+left (``selection_seconds``), the rest of its share being for its refit and test.
 """
 
 from __future__ import annotations
@@ -18,15 +22,15 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mlflow
 
 from seqrec import tracking
-from seqrec.configs import at_least, check_ranges, ranged
+from seqrec.configs import RangeError, at_least, check_range, check_ranges, ranged
 from seqrec.data.dataset import ProcessedDataset
-from seqrec.data.preprocess import PreprocessConfig, digest_on_disk, file_digest
+from seqrec.data.preprocess import digest_on_disk, file_digest
 from seqrec.models.baselines import BASELINES
 from seqrec.significance import RESAMPLES, compare_ranks
 from seqrec.trainer import split_overrides
@@ -46,13 +50,24 @@ TAG_CHAMPION = "seqrec.champion_model"
 # size) converges within main's budget on two CPU cores; its YooChoose-size presets (small, medium, large)
 # are left to ``train_gru``: they would share the budget too thinly to train to convergence.
 NEURAL = (("gru4rec", "sample"), ("sasrec", "default"), ("bert4rec", "default"))
+AUTO = "auto"  # the default time budget: epoch caps on the built-in data, no limit on the user's data
+# The auto budget on the built-in data: a cap on each neural model's selection epochs (early stopping may end it
+# sooner), the epochs each reached within the former 420 s wall-clock budget on two CPU cores, which holds
+# ``make run`` within 10 minutes there; unlike a time limit, the same on every machine.
+BUILT_IN_EPOCHS = {("gru4rec", "sample"): 6, ("sasrec", "default"): 10, ("bert4rec", "default"): 12}
 SELECT_SHARE = 0.45  # of a neural run's time: its selection; its refit (as many epochs, ~10% more data) and test
 RESERVE_SECONDS = 30.0  # of the budget: register and comparison at the end
 
 
 @dataclass
 class MainParams:
-    """Parameters of the main entry point."""
+    """Parameters of the main entry point.
+
+    The data: the built-in generated data (``synthetic_clicks``, ``seed``), ``clicks`` read and preprocessed with
+    ``preprocess`` (a ``PreprocessParams``: every setting of the ``preprocess`` entry point), or ``data``, a
+    processed dataset directory. ``clicks``, ``buys``, ``fraction``, ``synthetic_clicks`` and ``seed`` are
+    shortcuts that take precedence over the same settings in ``preprocess``.
+    """
 
     clicks: str = ""
     buys: str = ""
@@ -61,12 +76,77 @@ class MainParams:
     seed: int = ranged(0, at_least(0))
     epochs: int = ranged(0, at_least(0))  # cap on the selection epochs of every neural model (0: the presets' own)
     models: str = "all"  # comma-separated names (pop, sr, ..., gru4rec, sasrec, bert4rec) or "all"
-    time_budget: float = ranged(420.0, at_least(0))  # seconds for the whole run, shared by the neural models (0: none)
+    # "auto" (epoch caps on the built-in data, none on the user's), or seconds for the whole run (0: none)
+    time_budget: float | str = AUTO
     seeds: int = ranged(1, at_least(1))  # each training run repeats its protocol with this many seeds
     neural_overrides: dict = field(default_factory=dict)
+    data: str = ""  # a processed dataset directory: no preprocess step
+    preprocess: PreprocessParams = field(default_factory=PreprocessParams)
 
     def __post_init__(self) -> None:
         check_ranges("main", self)
+        if self.time_budget != AUTO:
+            if isinstance(self.time_budget, str):
+                raise RangeError("main", f"time_budget={self.time_budget!r} must be auto or a number of seconds")
+            check_range("main", "time_budget", self.time_budget, at_least(0))
+        if self.data and self.clicks:
+            raise ValueError("give either data (a processed dataset) or clicks (a click file to preprocess), "
+                             "not both")
+        if self.data:
+            given = changed_preprocess_settings(self.preprocess_params())
+            if given:
+                raise ValueError(f"data is a processed dataset: the preprocess setting(s) {', '.join(given)} do not "
+                                 f"apply to it; leave them out, or give its clicks instead of data")
+
+    @property
+    def built_in(self) -> bool:
+        """Whether ``main`` runs on the built-in generated data (neither clicks nor data given)."""
+        return not self.clicks and not self.data
+
+    def preprocess_params(self) -> PreprocessParams:
+        """``preprocess`` with the shortcut fields applied."""
+        return replace(self.preprocess, clicks=self.clicks, buys=self.buys, synthetic_clicks=self.synthetic_clicks,
+                       seed=self.seed, config=replace(self.preprocess.config, fraction=self.fraction))
+
+
+def preprocess_values(pre: PreprocessParams) -> dict:
+    """Every preprocess setting under its entry-point name (``min_item_support``, ``columns``, ...)."""
+    read = pre.read
+    return {"clicks": pre.clicks, "buys": pre.buys, "out": pre.out, "name": pre.name, **asdict(pre.config),
+            "on_bad_lines": pre.on_bad_lines, "synthetic_clicks": pre.synthetic_clicks, "seed": pre.seed,
+            "format": pre.format, "columns": ",".join(f"{k}={v}" for k, v in read.columns.items()),
+            "time_unit": read.time_unit, "sep": read.sep, "events": ",".join(read.events),
+            "session_gap": read.session_gap}
+
+
+def changed_preprocess_settings(pre: PreprocessParams) -> list[str]:
+    """``name=value`` of each preprocess setting of ``pre`` that is not the ``preprocess`` entry point's default."""
+    defaults = preprocess_values(PreprocessParams())
+    return [f"{k}={v}" for k, v in preprocess_values(pre).items() if v != defaults[k]]
+
+
+def budget_seconds(params: MainParams) -> float:
+    """The wall-clock budget of the whole run in seconds (0: none; ``auto`` never limits the wall time)."""
+    return 0.0 if params.time_budget == AUTO else float(params.time_budget)
+
+
+def budget_rule(params: MainParams) -> str:
+    """Which time budget applies and why, in one line."""
+    if params.time_budget != AUTO:
+        seconds = budget_seconds(params)
+        if not seconds:
+            return "none (time_budget=0): the neural models train until early stopping"
+        return (f"{seconds:g} s for the whole run (time_budget={seconds:g}): each neural model selects epochs "
+                f"for at most its share of the time left")
+    if not params.built_in:
+        return ("none (time_budget=auto on your data): the neural models train until early stopping; "
+                "give time_budget=SECONDS to limit the run")
+    if params.epochs:
+        return (f"none (time_budget=auto on the built-in data, epochs={params.epochs} caps every neural model's "
+                f"selection)")
+    caps = ", ".join(f"{model}-{preset} {n}" for (model, preset), n in BUILT_IN_EPOCHS.items())
+    return (f"auto on the built-in data: at most {caps} selection epochs instead of a time limit, so that make run "
+            f"ends within 10 minutes on two CPU cores and its results do not depend on the machine's speed")
 
 
 def step_key(name: str, payload: dict) -> str:
@@ -155,15 +235,21 @@ def _wanted(models: str) -> set[str]:
 
 
 def neural_plan(params: MainParams) -> list[tuple[str, str, dict]]:
-    """The neural runs of ``main`` in order: (model, preset, overrides with the epoch cap); a bad override
-    is refused here, before any step runs."""
+    """The neural runs of ``main`` in order: (model, preset, overrides with the epoch cap: ``epochs``, else the
+    built-in data's cap under the auto budget); a bad override is refused here, before any step runs."""
     wanted = _wanted(params.models)
-    overrides = dict(params.neural_overrides)
-    if params.epochs:
-        overrides["epochs"] = params.epochs
-    plan = [(model, preset, overrides) for model, preset in NEURAL if model in wanted]
-    for model, preset, over in plan:
-        split_overrides(model, preset, over)
+    caps = BUILT_IN_EPOCHS if params.built_in and params.time_budget == AUTO else {}
+    plan = []
+    for model, preset in NEURAL:
+        if model not in wanted:
+            continue
+        overrides = dict(params.neural_overrides)
+        if params.epochs:
+            overrides["epochs"] = params.epochs
+        elif (model, preset) in caps:
+            overrides.setdefault("epochs", caps[model, preset])
+        split_overrides(model, preset, overrides)
+        plan.append((model, preset, overrides))
     return plan
 
 
@@ -178,13 +264,13 @@ def train_neural_models(params: MainParams, plan: list[tuple[str, str, dict]], d
     """Train (or reuse) the planned neural runs, each selecting for at most its share of the budget left
     when it starts (``started``: the ``time.monotonic()`` of main's start); their run ids by name."""
     runs = {}
+    budget = budget_seconds(params)
     for i, (model, preset, overrides) in enumerate(plan):
         # the budget, not the limit it gives this run, is what a reused run must have been trained under
-        payload = {**digest, "preset": preset, "overrides": overrides, "time_budget": params.time_budget,
-                   "seeds": params.seeds}
+        payload = {**digest, "preset": preset, "overrides": overrides, "time_budget": budget, "seeds": params.seeds}
         limited = dict(overrides)
-        if params.time_budget:  # each seed selects for its part of the run's share
-            limited["max_seconds"] = selection_seconds(params.time_budget - (time.monotonic() - started),
+        if budget:  # each seed selects for its part of the run's share
+            limited["max_seconds"] = selection_seconds(budget - (time.monotonic() - started),
                                                        len(plan) - i) / params.seeds
             print(f"main: {model}-{preset} selects for at most {limited['max_seconds']:.0f} s", flush=True)
         runs[f"{model}-{preset}"] = reuse_or_run(
@@ -193,29 +279,58 @@ def train_neural_models(params: MainParams, plan: list[tuple[str, str, dict]], d
     return runs
 
 
+def checked_dataset(path: str) -> ProcessedDataset:
+    """The processed dataset at ``path``, refused (``ValueError``) unless its content, recomputed from its files,
+    is the dataset its ``stats.json`` names."""
+    data = ProcessedDataset.load(path)
+    try:
+        found = digest_on_disk(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path} cannot be read back as a processed dataset ({exc}); run preprocess again") from None
+    if found != data.digest:
+        raise ValueError(f"{path} does not hold the dataset its stats.json names (content digest {found}, not "
+                         f"{data.digest or 'none'}): it was changed after preprocess wrote it; run preprocess again")
+    return data
+
+
+def prepare_data(params: MainParams) -> tuple[str, str | None]:
+    """The processed dataset of the run and the preprocess step's run id: the given ``data`` (checked, no step),
+    or the preprocess step run or reused; call it inside the ``main`` run."""
+    if params.data:
+        print(f"main: using the processed dataset {params.data}: no preprocess step", flush=True)
+        return params.data, None
+    pre = params.preprocess_params()
+    clicks, buys, name = resolve_inputs(pre)
+    pre.clicks, pre.buys, pre.name = str(clicks), str(buys or ""), name
+    # every setting shapes the dataset: all of them, with the files' content instead of their paths
+    source = {**preprocess_values(pre), "clicks": file_digest(*str(clicks).split(",")),
+              "buys": file_digest(buys) if buys else ""}
+    out = {}
+
+    def preprocess() -> None:
+        out["data"], _ = run_preprocess(pre, nested=True)
+
+    run_id, reused = reuse_or_run("preprocess", source, preprocess, dataset_still_there)
+    return (out["data"] if not reused else mlflow.get_run(run_id).data.params["out_dir"]), run_id
+
+
 def run_main(params: MainParams) -> dict:
     """Run the pipeline; returns the child run ids and the comparison rows."""
     started = time.monotonic()
     wanted = _wanted(params.models)
     plan = neural_plan(params)
+    if params.data:  # before any run: a dataset that is not what it says is refused
+        checked_dataset(params.data)
+    print(f"main: time budget: {budget_rule(params)}", flush=True)
     results: dict = {"runs": {}}
     with tracking.start_run("main", run_name="main"):
-        tracking.log_params({k: v for k, v in asdict(params).items() if k != "neural_overrides"})
-        pre = PreprocessParams(clicks=params.clicks, buys=params.buys, synthetic_clicks=params.synthetic_clicks,
-                               seed=params.seed, config=PreprocessConfig(fraction=params.fraction))
-        clicks, buys, name = resolve_inputs(pre)
-        pre.clicks, pre.buys, pre.name = str(clicks), str(buys or ""), name
-        source = {"clicks": file_digest(*str(clicks).split(",")), "buys": file_digest(buys) if buys else "",
-                  "config": asdict(pre.config)}
-        out = {}
-
-        def preprocess() -> None:
-            out["data"], _ = run_preprocess(pre, nested=True)
-
-        run_id, reused = reuse_or_run("preprocess", source, preprocess, dataset_still_there)
-        data_dir = out["data"] if not reused else mlflow.get_run(run_id).data.params["out_dir"]
+        own = {k: v for k, v in asdict(params).items() if k not in ("neural_overrides", "preprocess")}
+        tracking.log_params({**preprocess_values(params.preprocess_params()), **own})
+        data_dir, preprocess_run = prepare_data(params)
+        if preprocess_run is not None:
+            results["runs"]["preprocess"] = preprocess_run
         data = ProcessedDataset.load(data_dir)
-        results["runs"]["preprocess"] = run_id
+        mlflow.set_tags(tracking.dataset_tags(data.stats))
         digest = {"data": data.digest}
         results["runs"]["eda"] = reuse_or_run("eda", digest, lambda: run_eda(data_dir, nested=True))[0]
         for model in BASELINES:
