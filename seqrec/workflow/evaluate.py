@@ -14,6 +14,7 @@ import sys
 import mlflow
 import numpy as np
 import torch
+from mlflow.entities import LoggedModelInput
 
 from seqrec import tracking
 from seqrec.data.dataset import ProcessedDataset, SessionSplit
@@ -83,6 +84,8 @@ def run_evaluate(data_dir: str, model_uri: str, nested: bool = False) -> tuple[s
     with tracking.start_run("evaluate", tags=tags, nested=nested, run_name=f"evaluate-{data.name}") as run:
         tracking.log_params({"data": data_dir, "model_uri": model_uri, "same_item_mapping": same_mapping})
         datasets = log_inputs(data, ("test",))
+        if info.model_id:  # the evaluated model, linked as the run's input model
+            mlflow.log_input(model=LoggedModelInput(info.model_id))
         result = evaluate(scorer, data.split("test"), data.n_items, recommender.max_len, popularity=data.popularity,
                           desc="evaluate")
         metrics = {**result.prefixed("test"), **shares}
