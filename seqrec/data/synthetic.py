@@ -21,14 +21,19 @@ What decides which model wins is the sequential structure, and it is planted the
   repeat clicks, its dwell times, the buy propensity of its items (by category and item) and the
   evening hours; it buys mostly items it clicked, preferring repeated, long-viewed and late ones.
 
+The data continues in time: a :class:`LaterConfig` writes the days after a dataset (:func:`generate_later`), from
+the same catalogue plus items released during them, with the items' popularity drifting day by day (the ``monitor``
+step's built-in later clicks).
+
 The walk is vectorised over sessions (one numpy step per click position) and files are written chunk
 by chunk, so memory does not grow with the output size.
 """
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +51,7 @@ _HOURLY_BUY = np.array([-.4, -.5, -.5, -.5, -.5, -.4, -.3, -.2, -.1, 0, 0, 0, 0,
                         .1, -.2])
 _CATEGORY_BUY = {"0": -0.4, "S": 0.6, "numbered": 0.0, "brand": 0.4}  # buy-propensity shift per category kind
 _RELEASE_REJECTIONS = 6  # redraws of an item not yet released before the intent's evergreen item is taken
+_LATER_STREAM = 1  # the later period draws from (seed, _LATER_STREAM): the earlier period's draws stay as they were
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,25 @@ class SyntheticConfig:
         return int(np.clip(183 * (self.n_clicks / YOOCHOOSE_CLICKS) ** 0.5, 14, 183))
 
 
+@dataclass(frozen=True)
+class LaterConfig(SyntheticConfig):
+    """The period right after a generated dataset (the fields it shares with :class:`SyntheticConfig` name that
+    dataset): the same catalogue and shoppers for ``later_days`` more days, at the same clicks per day, while
+    new items are released and the items' popularity drifts away from what the earlier period knew."""
+
+    later_days: int = 4
+    later_new_item_share: float = 0.15  # items released during the later period, as a share of the catalogue
+    popularity_drift: float = 1.0  # sd of each item's log-popularity change by the last later day (linear in time)
+
+    @classmethod
+    def after(cls, cfg: SyntheticConfig, **changes) -> LaterConfig:
+        """The later period of the dataset that ``cfg`` generates."""
+        return cls(**{**asdict(cfg), **changes})
+
+    def clicks_per_day(self) -> float:
+        return self.n_clicks / self.resolved_days()
+
+
 class _Catalogue:
     """Items (popularity, release time, category, buy propensity, dwell) and their intent memberships.
 
@@ -108,23 +133,9 @@ class _Catalogue:
         intent = np.where(first, primary[item], np.where(rng.random(len(item)) < 0.5, near, anywhere))
         row_weight = weight[item] * rng.lognormal(0.0, 0.7, size=len(item)) * np.where(first, 1.0, 0.5)
         order = np.lexsort((rng.random(len(item)), intent))  # within an intent: a random listing order
-        self.row_item, self.row_intent, row_weight = item[order], intent[order], row_weight[order]
-        sizes = np.bincount(self.row_intent, minlength=n_intents)
-        self.start = np.concatenate([[0], np.cumsum(sizes)])
-        self.size = sizes
-        by_weight = np.lexsort((-row_weight, self.row_intent))
-        self.top = by_weight[self.start[:-1]]  # each intent's most popular row
-        cs = np.cumsum(row_weight)
-        mass = np.add.reduceat(row_weight, self.start[:-1])
-        before = cs[self.start[:-1]] - row_weight[self.start[:-1]]
-        seg = self.row_intent
-        # intent index + the row's cumulative share inside its intent: one increasing search key
-        self.cdf_key = seg + (cs - before[seg]) / mass[seg]
-        self.intent_cdf = np.cumsum(mass) / mass.sum()
-        # Rows of each item (to pivot to another intent of the current item).
-        by_item = np.argsort(self.row_item, kind="stable")
-        self.item_rows = by_item
-        self.item_start = np.concatenate([[0], np.cumsum(np.bincount(self.row_item, minlength=n))])
+        self.weight = weight
+        self.list_rows(item[order], intent[order])
+        self.weigh(row_weight[order])
         # Release times: the most popular percent and each intent's top item are there from the start.
         released_late = (rng.random(n) < cfg.new_item_share) & (weight < np.quantile(weight, 0.99))
         released_late[self.row_item[self.top]] = False
@@ -140,6 +151,30 @@ class _Catalogue:
         # Items people look at longer are also bought more often.
         self.dwell = np.exp(0.3 * self.buy_logit + rng.normal(0.0, 0.3, size=n))
         self.price = (np.round(rng.lognormal(6.5, 0.9, size=n) / 10) * 10 + 10).astype(np.int64)
+
+    def list_rows(self, row_item: np.ndarray, row_intent: np.ndarray) -> None:
+        """Take the membership rows (sorted by intent, in listing order) and index them by intent and by item."""
+        self.row_item, self.row_intent = row_item, row_intent
+        self.size = np.bincount(row_intent, minlength=self.n_intents)
+        self.start = np.concatenate([[0], np.cumsum(self.size)])
+        # Rows of each item (to pivot to another intent of the current item).
+        self.item_rows = np.argsort(row_item, kind="stable")
+        self.item_start = np.concatenate([[0], np.cumsum(np.bincount(row_item, minlength=self.n_items))])
+
+    def weigh(self, row_weight: np.ndarray, eligible: np.ndarray | None = None) -> None:
+        """Set the rows' popularity: the search keys of ``draw`` and each intent's most popular row among the
+        ``eligible`` rows (default: all; the fallback of ``draw``, so it must be released from the start)."""
+        self.row_weight = row_weight
+        ranked = -row_weight if eligible is None else np.where(eligible, -row_weight, np.inf)
+        by_weight = np.lexsort((ranked, self.row_intent))
+        self.top = by_weight[self.start[:-1]]  # each intent's most popular row
+        cs = np.cumsum(row_weight)
+        mass = np.add.reduceat(row_weight, self.start[:-1])
+        before = cs[self.start[:-1]] - row_weight[self.start[:-1]]
+        seg = self.row_intent
+        # intent index + the row's cumulative share inside its intent: one increasing search key
+        self.cdf_key = seg + (cs - before[seg]) / mass[seg]
+        self.intent_cdf = np.cumsum(mass) / mass.sum()
 
     def random_intents(self, size: int, rng: np.random.Generator) -> np.ndarray:
         return np.minimum(np.searchsorted(self.intent_cdf, rng.random(size)), self.n_intents - 1)
@@ -323,8 +358,37 @@ def _buys(cat: _Catalogue, items: np.ndarray, rows: np.ndarray, lengths: np.ndar
             "price": np.where(unpriced, 0, cat.price[bought_item]), "quantity": quantity}
 
 
+def _write_sessions(cat: _Catalogue, lengths: np.ndarray, starts: np.ndarray, first_id: int, cfg: SyntheticConfig,
+                    rng: np.random.Generator, clicks_file, buys_file) -> None:
+    """Walk sessions of ``lengths`` starting at ``starts`` (ids from ``first_id`` on) and append their clicks and
+    buys to the open files."""
+    rows = _walk(cat, lengths, starts, cfg, rng)
+    items = cat.row_item[rows]
+    first = np.zeros(len(items), dtype=bool)
+    first[np.concatenate([[0], np.cumsum(lengths)[:-1]])] = True
+    gaps = _click_gaps(cat, items, lengths, first, rng)
+    cum = np.cumsum(gaps)
+    times = np.round(np.repeat(starts, lengths) + cum - np.repeat(cum[first], lengths), 3)
+    category = np.where(rng.random(len(items)) < 0.03, "S", cat.category[items])
+    sid = np.repeat(np.arange(first_id, first_id + len(lengths)), lengths)
+    _write_csv(pa.table({
+        "s": pa.array(sid), "t": _iso(times), "i": pa.array(cat.raw_ids[items]), "c": pa.array(category),
+    }), clicks_file)
+    buys = _buys(cat, items, rows, lengths, times, gaps, first, cfg, rng)
+    _write_csv(pa.table({
+        "s": pa.array(first_id + buys["session"]), "t": _iso(buys["time"]),
+        "i": pa.array(cat.raw_ids[buys["item"]]), "p": pa.array(buys["price"]),
+        "q": pa.array(buys["quantity"]),
+    }), buys_file)
+
+
 def generate(out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> tuple[Path, Path]:
-    """Write ``clicks.dat`` and ``buys.dat`` (raw YooChoose format) into ``out_dir``; return their paths."""
+    """Write ``clicks.dat`` and ``buys.dat`` (raw YooChoose format) into ``out_dir``; return their paths.
+
+    A :class:`LaterConfig` writes the period after its dataset instead (:func:`generate_later`).
+    """
+    if isinstance(cfg, LaterConfig):
+        return generate_later(out_dir, cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
@@ -343,27 +407,91 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> t
             if frac_lo >= 1.0:  # overflow chunks (rare): squeeze into the last minutes
                 frac_lo, frac_hi = 1.0 - 1e-6, 1.0
             starts = _start_times(len(lengths), _START + span * frac_lo, _START + span * frac_hi, rng)
-            rows = _walk(cat, lengths, starts, cfg, rng)
-            items = cat.row_item[rows]
-            first = np.zeros(len(items), dtype=bool)
-            first[np.concatenate([[0], np.cumsum(lengths)[:-1]])] = True
-            gaps = _click_gaps(cat, items, lengths, first, rng)
-            cum = np.cumsum(gaps)
-            times = np.round(np.repeat(starts, lengths) + cum - np.repeat(cum[first], lengths), 3)
-            category = np.where(rng.random(len(items)) < 0.03, "S", cat.category[items])
-            sid = np.repeat(np.arange(next_session, next_session + len(lengths)), lengths)
-            _write_csv(pa.table({
-                "s": pa.array(sid), "t": _iso(times), "i": pa.array(cat.raw_ids[items]), "c": pa.array(category),
-            }), fc)
-            buys = _buys(cat, items, rows, lengths, times, gaps, first, cfg, rng)
-            _write_csv(pa.table({
-                "s": pa.array(next_session + buys["session"]), "t": _iso(buys["time"]),
-                "i": pa.array(cat.raw_ids[buys["item"]]), "p": pa.array(buys["price"]),
-                "q": pa.array(buys["quantity"]),
-            }), fb)
+            _write_sessions(cat, lengths, starts, next_session, cfg, rng, fc, fb)
             written += int(lengths.sum())
             next_session += len(lengths)
             chunk += 1
+    os.replace(tmp_clicks, clicks_path)
+    os.replace(tmp_buys, buys_path)
+    return clicks_path, buys_path
+
+
+def _later_catalogue(cat: _Catalogue, cfg: LaterConfig, span: float, rng: np.random.Generator) -> _Catalogue:
+    """``cat`` with the items released during the later period added: new raw ids, memberships drawn like the
+    earlier items' (inserted at random places of the intents' listings, whose order otherwise stays), release
+    times spread over the later period, and the category, buy propensity, dwell and price of a random earlier
+    item."""
+    n, m = cat.n_items, int(round(cfg.later_new_item_share * cat.n_items))
+    later = copy.copy(cat)
+    later.n_items = n + m
+    room = max(900_000, 4 * n)
+    later.raw_ids = np.concatenate([cat.raw_ids, 214_500_000 + room + np.sort(rng.choice(room, size=m,
+                                                                                        replace=False))])
+    weight = 1.0 / (rng.integers(1, n + 1, size=m) + cfg.popularity_offset) ** cfg.popularity_exponent
+    count = 1 + rng.poisson(cfg.memberships_base + cfg.memberships_popular * (weight / cat.weight.max()) ** 0.5)
+    item = n + np.repeat(np.arange(m), count)
+    first = np.zeros(len(item), dtype=bool)
+    first[np.concatenate([[0], np.cumsum(count)[:-1]])] = True
+    primary = rng.integers(0, cat.n_intents, size=m)[item - n]
+    near = (primary + rng.integers(-4, 5, size=len(item))) % cat.n_intents
+    anywhere = rng.integers(0, cat.n_intents, size=len(item))
+    intent = np.where(first, primary, np.where(rng.random(len(item)) < 0.5, near, anywhere))
+    row_weight = weight[item - n] * rng.lognormal(0.0, 0.7, size=len(item)) * np.where(first, 1.0, 0.5)
+    # earlier rows keep their listing order (place = their index in the intent), new rows fall in between
+    place = np.concatenate([np.arange(len(cat.row_item)) - cat.start[cat.row_intent],
+                            rng.uniform(-0.5, cat.size[intent] - 0.5)])
+    all_intents = np.concatenate([cat.row_intent, intent])
+    order = np.lexsort((place, all_intents))
+    later.list_rows(np.concatenate([cat.row_item, item])[order], all_intents[order])
+    later.row_weight = np.concatenate([cat.row_weight, row_weight])[order]
+    later.release = np.concatenate([cat.release, _START + span + cfg.later_days * 86_400.0 * rng.random(m)])
+    donor = rng.integers(0, n, size=m)
+    for name in ("category", "buy_logit", "dwell", "price"):
+        setattr(later, name, np.concatenate([getattr(cat, name), getattr(cat, name)[donor]]))
+    later.weigh(later.row_weight, later.row_item < n)
+    return later
+
+
+def _day_lengths(clicks: int, rng: np.random.Generator) -> np.ndarray:
+    """Session lengths that add up to exactly ``clicks``."""
+    parts = [_session_lengths(int(clicks / 3.6 * 1.2) + 16, rng)]
+    while sum(int(p.sum()) for p in parts) < clicks:
+        parts.append(_session_lengths(int(clicks / 3.6 * 0.2) + 16, rng))
+    return _fit_to_room(np.concatenate(parts), clicks)
+
+
+def later_session_ids(cfg: SyntheticConfig) -> int:
+    """The first session id of the later period: above every id of the earlier period (it has at most one
+    session per click), a round number, so that the two periods can be read as one click log."""
+    return 10 ** len(str(cfg.n_clicks))
+
+
+def generate_later(out_dir: str | Path, cfg: LaterConfig) -> tuple[Path, Path]:
+    """Write ``clicks.dat`` and ``buys.dat`` of the ``cfg.later_days`` days after the dataset of the same settings
+    (:func:`generate`): the same catalogue (rebuilt from the same seed) plus items released during these days;
+    day by day, each item's popularity moves further along its own random drift. Returns the two paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    span = cfg.resolved_days() * 86_400.0
+    base = _Catalogue(cfg, span, np.random.default_rng(cfg.seed))  # the earlier period's catalogue, draw for draw
+    rng = np.random.default_rng([cfg.seed, _LATER_STREAM])
+    cat = _later_catalogue(base, cfg, span, rng)
+    drift = rng.normal(0.0, 1.0, size=cat.n_items)
+    row_weight, eligible = cat.row_weight, cat.row_item < base.n_items
+    clicks_path, buys_path = out_dir / "clicks.dat", out_dir / "buys.dat"
+    tmp_clicks, tmp_buys = clicks_path.with_suffix(".dat.tmp"), buys_path.with_suffix(".dat.tmp")
+    next_session, per_day = later_session_ids(cfg), cfg.clicks_per_day()
+    with pa.OSFile(str(tmp_clicks), "wb") as fc, pa.OSFile(str(tmp_buys), "wb") as fb:
+        for day in range(cfg.later_days):
+            cat.weigh(row_weight * np.exp(cfg.popularity_drift * (day + 1) / cfg.later_days * drift[cat.row_item]),
+                      eligible)
+            lengths = _day_lengths(int(round(per_day * (day + 1)) - round(per_day * day)), rng)
+            day_start = _START + span + day * 86_400.0
+            for lo in range(0, len(lengths), cfg.chunk_sessions):
+                part = lengths[lo : lo + cfg.chunk_sessions]
+                lo_t, hi_t = (day_start + 86_400.0 * x / len(lengths) for x in (lo, lo + len(part)))
+                _write_sessions(cat, part, _start_times(len(part), lo_t, hi_t, rng), next_session, cfg, rng, fc, fb)
+                next_session += len(part)
     os.replace(tmp_clicks, clicks_path)
     os.replace(tmp_buys, buys_path)
     return clicks_path, buys_path

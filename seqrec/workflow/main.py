@@ -221,8 +221,13 @@ def register_summary(decision: dict) -> str:
     if "refused" in decision:
         return f"the champion was kept: {decision['refused']}"
     verb = "is now" if decision["changed"] else "stays"
-    return f"{decision.get('model', 'the model')} of run {decision['run_id']} {verb} the champion " \
+    line = f"{decision.get('model', 'the model')} of run {decision['run_id']} {verb} the champion " \
            f"(version {decision['version']})"
+    challenger = decision.get("challenger")
+    if challenger:
+        line += f"; {challenger.get('model', 'the candidate')} of run {challenger['run_id']} is the challenger " \
+                f"(version {challenger['version']}): not better on the same test clicks"
+    return line
 
 
 def _wanted(models: str) -> set[str]:
