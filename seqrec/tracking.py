@@ -114,6 +114,7 @@ def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = Fals
     check_tracking_server()
     _leave_default_experiment(experiment)
     if not os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
+        _create_experiment(experiment)
         mlflow.set_experiment(experiment)
     if run_id is not None:
         os.environ.pop("MLFLOW_RUN_ID", None)  # resuming: the earlier run, not the launcher's new one
@@ -129,6 +130,19 @@ def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = Fals
         if launcher:
             mlflow.MlflowClient().set_tag(launcher, "seqrec.logged_to_run", run.info.run_id)
         yield run
+
+
+def _create_experiment(name: str) -> None:
+    """Create experiment ``name`` if it is missing. Processes that start at the same moment on a new store (tune
+    workers) may both try: the one that loses finds it created (MLflow's ``set_experiment`` alone would return
+    without activating it, and the run would land in the Default experiment)."""
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name(name) is None:
+        try:
+            client.create_experiment(name, tags=EXPERIMENT_KIND)
+        except mlflow.exceptions.MlflowException:
+            if client.get_experiment_by_name(name) is None:  # not the race: a real error
+                raise
 
 
 def _tag_experiment(experiment_id: str) -> None:

@@ -11,18 +11,24 @@ or of a baseline's config) to a distribution written as text, the same way on th
 Trials only select: they train on train_tr and score valid (``val_mrr_at_20`` after every epoch, which
 also feeds the pruner); no trial is refitted or tested. A study lives in ``studies/NAME.db`` (or under
 ``SEQREC_STUDIES``), so a killed search continues, and a second process on the same study runs trials in
-parallel with the first.
+parallel with the first. A study in a shared storage (``storage``: an Optuna RDB URL such as
+``postgresql://...``, or ``journal:///PATH`` for a journal file on a shared file system) is shared by workers on
+several machines in the same way.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 
@@ -167,37 +173,114 @@ def study_path(name: str) -> Path:
     return STUDY_ROOT / f"{name}.db"
 
 
+_RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+JOURNAL = "journal:"
+
+
+def check_storage(url: str) -> None:
+    """Refuse a storage URL that is neither empty (the SQLite file), an RDB URL (``sqlite:///``,
+    ``postgresql[+driver]://``, ``mysql[+driver]://``) nor a journal file (``journal:///PATH``)."""
+    if not url or (url.startswith(JOURNAL) and _journal_path(url)):
+        return
+    scheme = urlsplit(url).scheme.split("+")[0]
+    if scheme not in _RDB_SCHEMES or "://" not in url:
+        raise ValueError(f"storage={describe_storage(url)!r}: expected an Optuna RDB URL (postgresql://USER@HOST/DB, "
+                         f"mysql://..., sqlite:///PATH) or journal:///PATH (a journal file on a shared file system); "
+                         f"empty: studies/NAME.db")
+
+
+def describe_storage(url: str, name: str = "") -> str:
+    """Where a study lives, for messages and MLflow: the SQLite file, or the URL without its password."""
+    if not url:
+        return str(study_path(name)) if name else str(STUDY_ROOT / "NAME.db")
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _journal_path(url: str) -> str:
+    """``journal:///abs/file.log`` -> ``/abs/file.log``; ``journal:rel/file.log`` -> ``rel/file.log``."""
+    rest = url[len(JOURNAL):]
+    return rest[2:] if rest.startswith("//") else rest
+
+
+def open_storage(url: str = "", name: str = "", attempts: int = 5) -> optuna.storages.BaseStorage:
+    """The Optuna storage behind ``url`` (empty: ``studies/NAME.db``). RDB storages record heartbeats: a trial
+    of a killed worker is marked failed after 90 s. Creating the tables of a new database is retried, as two
+    workers starting together may both try it."""
+    check_storage(url)
+    if url.startswith(JOURNAL):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(_journal_path(url))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if not url:
+        path = study_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{path.resolve()}"
+    engine = {} if url.startswith("sqlite") else {"pool_pre_ping": True}  # a long search outlives idle connections
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental; resuming a kill needs them
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=30, grace_period=90)
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"storage={describe_storage(url)!r}: its database driver is not installed ({exc.name}): "
+                             f"pip install 'psycopg[binary]' for postgresql://, or name the installed driver in the "
+                             f"URL (postgresql+psycopg2://...)") from None
+        except Exception as exc:
+            if attempt + 1 == attempts or not any(race in str(exc) for race in ("already exists", "duplicate key")):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def worker_id() -> str:
+    """This process among a study's workers: host and process id."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def open_study(name: str, identity: dict[str, str], seed: int = 0,
-               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
-    """Create study ``name`` (maximising) or continue it; ``identity`` (model, dataset digest, metric) is stored
-    on creation and must match on continuation, so a study never mixes models or datasets.
+               pruner: optuna.pruners.BasePruner | None = None, storage: str = "") -> optuna.study.Study:
+    """Create study ``name`` (maximising) in ``storage`` (see :func:`open_storage`) or continue it; ``identity``
+    (model, dataset digest, metric) is stored on creation and must match on continuation, so a study never mixes
+    models or datasets, even when several workers create it at once.
 
     The TPE sampler is seeded with ``seed`` plus the number of trials so far: a continued study does not
-    repeat the first run's proposals. Trials of a process that was killed are marked failed after a grace
-    period (heartbeats), so they neither count as running nor block the study.
+    repeat the first run's proposals; in a shared ``storage`` the worker (host and process) is added, so that
+    workers started together do not propose the same settings. Trials of a process that was killed are marked
+    failed after a grace period (heartbeats, RDB storages), so they neither count as running nor block the study.
     """
-    path = study_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # heartbeats are marked experimental; they are what resuming a kill needs
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}", heartbeat_interval=30,
-                                             grace_period=90)
-    if name in optuna.get_all_study_names(storage):
-        study = optuna.load_study(study_name=name, storage=storage)
-        stored = {k: study.user_attrs.get(k) for k in identity}
-        if stored != identity:
-            raise ValueError(f"study {name!r} ({path}) was made for {stored}, not {identity}: choose another "
-                             f"-P study name")
-        n_done = len(study.trials)
-    else:
-        n_done = 0
-    sampler = optuna.samplers.TPESampler(seed=seed + n_done)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=sampler,
+    study_path(name)  # a plain name, whichever the storage
+    store = open_storage(storage, name)
+    where = describe_storage(storage, name)
+    n_done = 0
+    if name in optuna.get_all_study_names(store):
+        existing = optuna.load_study(study_name=name, storage=store)
+        _check_identity(existing, identity, where, unset_ok=True)
+        n_done = len(existing.trials)
+    offset = zlib.crc32(worker_id().encode()) % 100_003 if storage else 0
+    sampler = optuna.samplers.TPESampler(seed=seed + n_done + offset)
+    study = optuna.create_study(study_name=name, storage=store, direction="maximize", sampler=sampler,
                                 pruner=pruner or make_pruner(), load_if_exists=True)
-    if n_done == 0 and not study.user_attrs:
-        for key, value in identity.items():
+    stored = study.user_attrs
+    for key, value in identity.items():  # a new study's, or what a worker creating it at the same time has not written
+        if key not in stored:
             study.set_user_attr(key, value)
+    _check_identity(study, identity, where)  # read back: two workers creating it with different identities fail
     return study
+
+
+def _check_identity(study: optuna.study.Study, identity: dict[str, str], where: str, unset_ok: bool = False) -> None:
+    """Refuse a study stored with another identity (``unset_ok``: a study that another worker has just created and
+    whose identity it is still writing passes when what it wrote so far matches)."""
+    stored = {k: study.user_attrs.get(k) for k in identity}
+    if stored != identity and not (unset_ok and all(v is None or v == identity[k] for k, v in stored.items())):
+        raise ValueError(f"study {study.study_name!r} ({where}) was made for {stored}, not {identity}: choose "
+                         f"another -P study name")
 
 
 def trials_table(study: optuna.Study) -> dict[str, list]:
@@ -213,6 +296,7 @@ def trials_table(study: optuna.Study) -> dict[str, list]:
         "epochs_run": [len(t.intermediate_values) for t in trials],
         "seconds": [t.duration.total_seconds() if t.duration else float("nan") for t in trials],
         "run_id": [t.user_attrs.get("run_id", "") for t in trials],
+        "tune_run_id": [t.user_attrs.get("tune_run_id", "") for t in trials],
         **{f"param.{n}": [str(t.params.get(n, "")) for t in trials] for n in names},
     }
 

@@ -19,7 +19,7 @@ def parse_args(argv: list[str] | None = None) -> TuneParams:
     p.add_argument("--epochs", type=int_arg, default=0, help="cap on the epochs of trials and final run (0: preset's)")
     p.add_argument("--trials", type=int_arg, default=20, help="trials to add to the study (0: until --timeout)")
     p.add_argument("--timeout", type=float, default=0.0, help="seconds after which no trial starts (0: none)")
-    p.add_argument("--study", default="", help="study to create or continue, stored in studies/NAME.db")
+    p.add_argument("--study", default="", help="study to create or continue, stored in studies/NAME.db or --storage")
     p.add_argument("--jobs", type=int_arg, default=1, help="trials at once")
     p.add_argument("--seeds", type=int_arg, default=1, help="seeds of the final training run")
     p.add_argument("--space", default="", help="search-space overrides: name=kind:args,... (e.g. "
@@ -28,11 +28,15 @@ def parse_args(argv: list[str] | None = None) -> TuneParams:
     p.add_argument("--write-preset", default="", help="save the best setting as this preset name")
     p.add_argument("--seed", type=int_arg, default=0, help="the sampler's seed")
     p.add_argument("--device", default="", help="auto | cpu | cuda (empty: auto)")
+    p.add_argument("--storage", default="", help="Optuna storage shared by workers on several machines: "
+                                                 "postgresql://USER@HOST/DB, mysql://..., sqlite:///PATH, or "
+                                                 "journal:///PATH (a file on a shared file system); empty: "
+                                                 "studies/NAME.db")
     a = p.parse_args(argv)
     try:  # a malformed override or a setting out of its range is a usage error, before any work
         return TuneParams(a.model, a.data, a.preset, a.epochs, a.trials, a.timeout, a.study, a.jobs, a.seeds,
                           a.space, parse_overrides(a.params), a.write_preset, a.seed,
-                          "" if a.device == "auto" else a.device)
+                          "" if a.device == "auto" else a.device, a.storage)
     except ValueError as exc:
         p.error(str(exc))
 

@@ -39,7 +39,7 @@ def best_metric_on(data_dir, metric="best_val_mrr_at_20") -> float:
     runs = mlflow.search_runs(experiment_names=["seqrec"], output_format="list",
                               filter_string=f"tags.`seqrec.data_digest` = '{digest}' and "
                                             "tags.`seqrec.step` LIKE 'train_%' and attributes.status = 'FINISHED'")
-    return max(r.data.metrics[metric] for r in runs)
+    return max(r.data.metrics[metric] for r in runs if metric in r.data.metrics)  # basket runs have none
 
 
 def champion_metric(name, metric="best_val_mrr_at_20") -> float:

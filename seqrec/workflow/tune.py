@@ -7,18 +7,33 @@ median of earlier trials. No trial sees test. The parent run logs the best param
 trial of the study, and the optimisation history and parameter importances under ``plots/``. The final step
 is ``train_<model>`` (or ``train_baseline``) with the best setting and ``seeds`` seeds: select the epoch count
 on valid, refit on train_full, test.
+
+Workers on several machines share one study when they run the same command with the same ``study`` and a
+shared ``storage`` (``tuning.open_storage``): each adds its own ``trials`` to the study, as nested runs of its
+own parent run, all tagged ``seqrec.study``. At its end each worker logs the whole study as it stands and takes
+its best setting; the final run of a setting (model, preset, fixed and best values, seeds, data digest, code
+version: its ``seqrec.final_key``) is trained once per tracking store: a worker that finds a finished final run
+of the same key reuses it (``seqrec.final_reused``) instead of training it again, and workers that share a
+checkpoint folder train their final runs one after another (a file lock), never into one checkpoint
+directory at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import optuna
+from mlflow.entities import RunTag
 
 from seqrec import tracking, tuning
 from seqrec.configs import RangeError, at_least, check_ranges, ranged
@@ -27,6 +42,8 @@ from seqrec.evaluation import SELECTION_METRIC
 from seqrec.models import registry
 from seqrec.models.baselines import BASELINES, make_baseline
 from seqrec.trainer import Checkpointer, History, Trainer, TrainingDiverged, split_overrides
+from seqrec.version import code_version
+from seqrec.workflow import neural as neural_workflow
 from seqrec.workflow.baseline import run_baseline, validate_baseline
 from seqrec.workflow.neural import epoch_logger, model_factory, run_neural
 from seqrec.workflow.report import RANKING_PREFIXES, log_inputs
@@ -35,6 +52,11 @@ TAG_STUDY = "seqrec.study"
 TAG_TRIAL = "seqrec.trial"
 TAG_TRIAL_STATE = "seqrec.trial_state"
 TAG_FINAL_RUN = "seqrec.final_run_id"
+TAG_FINAL_KEY = "seqrec.final_key"
+TAG_FINAL_REUSED = "seqrec.final_reused"
+TAG_BEST_TRIAL = "seqrec.best_trial"
+TAG_WORKER = "seqrec.worker"
+TAG_STORAGE = "seqrec.study_storage"
 
 
 @dataclass
@@ -55,9 +77,11 @@ class TuneParams:
     write_preset: str = ""  # save the best setting as this preset of the model
     seed: int = ranged(0, at_least(0))  # the sampler's seed
     device: str = ""  # auto | cpu | cuda (empty: auto)
+    storage: str = ""  # Optuna storage URL shared by workers (empty: studies/NAME.db)
 
     def __post_init__(self) -> None:
         check_ranges("TuneParams", self)
+        tuning.check_storage(self.storage)
         if self.trials == 0 and self.timeout == 0:
             raise RangeError("TuneParams", "trials=0 needs a timeout: give trials > 0 or timeout > 0 (seconds)")
 
@@ -79,38 +103,96 @@ def run_tune(p: TuneParams, nested: bool = False) -> dict[str, Any]:
     name = p.study or f"{p.model}-{data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     identity = {"model": p.model, "preset": p.preset if neural else "", "data_digest": data.digest,
                 "metric": SELECTION_METRIC}
-    study = tuning.open_study(name, identity, p.seed)
+    study = tuning.open_study(name, identity, p.seed, storage=p.storage)
+    where = tuning.describe_storage(p.storage, name)
     tags = {tracking.TAG_MODEL: p.model, tracking.TAG_PRESET: p.preset if neural else "default", TAG_STUDY: name,
-            **tracking.dataset_tags(data.stats)}
+            TAG_WORKER: tuning.worker_id(), TAG_STORAGE: where, **tracking.dataset_tags(data.stats)}
     with tracking.start_run("tune", tags=tags, nested=nested, run_name=f"tune-{name}") as parent:
         # the launcher of ``mlflow run`` logs the entry point's own parameters as given; these are what they became
-        tracking.log_params({**{k: v for k, v in asdict(p).items() if k not in ("params", "study")}, "study": name,
+        tracking.log_params({**{k: v for k, v in asdict(p).items() if k not in ("params", "study", "storage")},
+                             "study": name, "storage": where,
                              "fixed_params": ",".join(f"{k}={v}" for k, v in fixed.items()),
                              "search_space": ",".join(f"{k}={d.kind}:{':'.join(map(str, d.values))}"
                                                       for k, d in space.items())})
         log_inputs(data, ("train_tr", "valid"))
         before = len(study.trials)
         objective = _Objective(p, data, fixed, space, name, parent.info.run_id, parent.info.experiment_id)
-        print(f"tune: study {name!r} ({tuning.study_path(name)}), {before} trials so far; searching "
+        print(f"tune: study {name!r} ({where}), {before} trials so far; searching "
               f"{', '.join(space)}", flush=True)
         # a trial whose values are each in range but not together (heads not dividing hidden) fails alone
         study.optimize(objective, n_trials=p.trials or None, timeout=p.timeout or None, n_jobs=p.jobs,
                        catch=(TrainingDiverged, RangeError), gc_after_trial=True)
-        counts = _log_study(study, before)
+        counts = _log_study(study, parent.info.run_id)
         best = tuning.best_overrides(study)
+        best_trial, best_value = study.best_trial.number, study.best_value  # over every worker's trials so far
         tracking.log_params({f"best.{k}": v for k, v in best.items()})
         tracking.log_json(best, "best_params.json")
+        mlflow.set_tag(TAG_BEST_TRIAL, str(best_trial))
+        final_run, test, reused = _final_run(p, name, data.digest, {**fixed, **best}, best_trial,
+                                             parent.info.experiment_id)
+        mlflow.set_tags({TAG_FINAL_RUN: final_run, TAG_FINAL_REUSED: str(reused).lower()})
+    return {"run_id": parent.info.run_id, "study": name, "trials": counts, "best": best, "best_value": best_value,
+            "best_trial": best_trial, "final_run_id": final_run, "final_reused": reused, "test": test}
+
+
+def _final_run(p: TuneParams, study: str, digest: str, setting: dict, best_trial: int,
+               experiment_id: str) -> tuple[str, dict[str, float], bool]:
+    """Train and test ``setting`` nested under the active tune run, or reuse the finished final run of the same
+    key in this experiment (another worker's, or an earlier call's); returns its id, test metrics, and whether
+    it was reused. Holds the final-run lock of the checkpoint folder meanwhile; writes ``write_preset``."""
+    key = _final_key(p, digest, setting)
+    with _final_lock():
         if p.write_preset:
-            path = tuning.save_preset(p.model, p.write_preset, p.preset, {**fixed, **best})
+            path = tuning.save_preset(p.model, p.write_preset, p.preset, setting)
             mlflow.set_tag("seqrec.written_preset", p.write_preset)
             print(f"tune: wrote preset {p.write_preset!r} of {p.model} to {path}", flush=True)
-        if neural:
-            final_run, test = run_neural(p.model, p.data, p.preset, {**fixed, **best}, nested=True, seeds=p.seeds)
+        done = mlflow.MlflowClient().search_runs(
+            [experiment_id], f"tags.`{TAG_STUDY}` = '{study}' AND tags.`{TAG_FINAL_KEY}` = '{key}' AND "
+                             f"attributes.status = 'FINISHED'", max_results=1, order_by=["attributes.start_time ASC"])
+        if done:
+            run = done[0]
+            print(f"tune: the best setting (trial {best_trial}) was trained and tested already, in run "
+                  f"{run.info.run_id}: reusing it", flush=True)
+            return run.info.run_id, {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}, True
+        if p.model in registry.MODELS:
+            final_run, test = run_neural(p.model, p.data, p.preset, setting, nested=True, seeds=p.seeds)
         else:
-            final_run, test = run_baseline(p.data, p.model, {**fixed, **best}, nested=True, seeds=p.seeds)
-        mlflow.set_tag(TAG_FINAL_RUN, final_run)
-    return {"run_id": parent.info.run_id, "study": name, "trials": counts, "best": best,
-            "best_value": study.best_value, "final_run_id": final_run, "test": test}
+            final_run, test = run_baseline(p.data, p.model, setting, nested=True, seeds=p.seeds)
+        tags = {TAG_STUDY: study, TAG_BEST_TRIAL: str(best_trial), TAG_FINAL_KEY: key}  # one request: all or none
+        mlflow.MlflowClient().log_batch(final_run, tags=[RunTag(k, v) for k, v in tags.items()])
+    return final_run, test, False
+
+
+def _final_key(p: TuneParams, digest: str, setting: dict) -> str:
+    """What makes two final runs the same: model, preset, setting, seeds, dataset digest and code version."""
+    what = {"model": p.model, "preset": p.preset, "setting": setting, "seeds": p.seeds, "data_digest": digest,
+            "code": code_version()}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def _final_lock() -> Iterator[None]:
+    """An exclusive lock on the checkpoint folder's ``.tune-final.lock``: the final runs of workers that share
+    the folder (one machine, or a shared file system) train one after another. Without locks on the file system,
+    no lock."""
+    root = Path(neural_workflow.CHECKPOINT_ROOT)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / ".tune-final.lock", "a")  # noqa: SIM115 (held across the yield)
+    except OSError as exc:
+        print(f"tune: no final-run lock in {root} ({exc}); going on without it", flush=True)
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as exc:
+            print(f"tune: {root} does not support locks ({exc}); going on without one", flush=True)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _check_space(model: str, preset: str, fixed: dict, space: dict[str, tuning.Dimension]) -> None:
@@ -141,9 +223,10 @@ class _Objective:
     experiment_id: str
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("tune_run_id", self.parent_id)  # which worker's call ran it (its counts)
         values = tuning.suggest(trial, self.space)
         tags = {tracking.TAG_STEP: "tune_trial", tracking.TAG_MODEL: self.p.model, TAG_STUDY: self.study,
-                TAG_TRIAL: str(trial.number), tracking.TAG_PRESET: self.p.preset,
+                TAG_TRIAL: str(trial.number), tracking.TAG_PRESET: self.p.preset, TAG_WORKER: tuning.worker_id(),
                 **tracking.dataset_tags(self.data.stats)}
         pruned = None
         # the parent is named explicitly: a trial in a worker thread has no active run to nest under
@@ -189,10 +272,13 @@ class _Objective:
         return history.select[history.best_epoch - 1], history.best_value
 
 
-def _log_study(study: optuna.Study, before: int) -> dict[str, int]:
-    """On the parent run: trial counts, the best value, the table of trials, and the plots."""
-    states = [t.state for t in study.trials]
-    counts = {"trials_total": len(states), "trials_added": len(states) - before,
+def _log_study(study: optuna.Study, parent_id: str) -> dict[str, int]:
+    """On the parent run: trial counts (the study's, with every worker's trials, and those this call added), the
+    best value, the table of trials, and the plots."""
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    counts = {"trials_total": len(states),
+              "trials_added": sum(t.user_attrs.get("tune_run_id") == parent_id for t in trials),
               **{f"trials_{s.name.lower()}": states.count(s) for s in
                  (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)}}
     tracking.log_metrics_at({k: float(v) for k, v in counts.items()})
