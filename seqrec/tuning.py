@@ -2,7 +2,8 @@
 
 A search space maps a parameter (any override a model takes: a field of its config, of ``TrainConfig``,
 or of a baseline's config) to a distribution written as text, the same way on the command line
-(``-P space="lr=loguniform:1e-4:1e-2,hidden=choice:64:128"``) as in ``SPACES`` below:
+(``-P space="lr=loguniform:1e-4:1e-2,hidden=choice:64:128"``) as in a sequence model's ``search_space`` (declared
+in its file, found through ``seqrec.models.registry``) and in the baselines' ``SPACES`` below:
 
 - ``uniform:LOW:HIGH``, ``loguniform:LOW:HIGH``: a float;
 - ``int:LOW:HIGH``, ``logint:LOW:HIGH``: an integer (both ends included);
@@ -37,31 +38,10 @@ from seqrec.outputs import write_json_atomically
 
 STUDY_ROOT = Path(os.environ.get("SEQREC_STUDIES", "studies"))
 
-# The default search space of each model; a parameter fixed by the caller (``params``) leaves it.
-_TRANSFORMER_SPACE = {
-    "lr": "loguniform:1e-4:5e-3",
-    "hidden": "choice:64:128:256",
-    "blocks": "int:1:3",
-    "heads": "choice:1:2:4",
-    "dropout": "uniform:0.1:0.7",
-    "emb_dropout": "uniform:0.1:0.7",
-    "weight_decay": "loguniform:1e-3:0.3",
-    "batch_size": "choice:128:256:512",
-}
+# The default search space of each baseline (a sequence model declares its own, ``search_space``); a parameter
+# fixed by the caller (``params``) leaves it.
 _KNN_SPACE = {"k": "logint:50:500", "sample_size": "logint:500:5000", "similarity": "choice:jaccard:vec:cosine"}
 SPACES: dict[str, dict[str, str]] = {
-    "sasrec": {**_TRANSFORMER_SPACE, "label_smoothing": "uniform:0:0.3"},
-    "bert4rec": {**_TRANSFORMER_SPACE, "mask_ratio": "uniform:0.1:0.5"},
-    "gru4rec": {
-        "lr": "loguniform:0.01:0.3",
-        "hidden": "choice:100:200:480",
-        "dropout_hidden": "uniform:0:0.6",
-        "n_sample": "choice:0:512:2048",
-        "sample_alpha": "uniform:0:1",
-        "momentum": "uniform:0:0.9",
-        "batch_size": "choice:32:64:128",
-    },
-    "meanemb": {"lr": "loguniform:1e-4:1e-2", "hidden": "choice:64:128:256"},
     "itemknn": {"n_sims": "logint:20:500", "lmbd": "loguniform:1:100", "alpha": "uniform:0:1"},
     "ar": {"pruning": "int:5:50"},
     "sr": {"steps": "int:2:15", "pruning": "int:5:50"},
@@ -128,10 +108,18 @@ def parse_space(text: str) -> dict[str, Dimension]:
     return space
 
 
+def default_space(model: str) -> dict[str, str]:
+    """``model``'s default space as text: a sequence model's own (``search_space``, through the registry), a
+    baseline's from ``SPACES``."""
+    from seqrec.models import registry
+
+    return registry.search_space(model) if model in registry.MODELS else dict(SPACES.get(model, {}))
+
+
 def search_space(model: str, override: str = "", fixed: dict | None = None) -> dict[str, Dimension]:
-    """``model``'s default space (``SPACES``) with ``override`` (text) replacing or adding dimensions, less
-    the parameters ``fixed`` by the caller."""
-    space = {name: Dimension.parse(name, spec) for name, spec in SPACES.get(model, {}).items()}
+    """``model``'s default space (``default_space``) with ``override`` (text) replacing or adding dimensions,
+    less the parameters ``fixed`` by the caller."""
+    space = {name: Dimension.parse(name, spec) for name, spec in default_space(model).items()}
     space.update(parse_space(override))
     space = {name: dim for name, dim in space.items() if name not in (fixed or {})}
     if not space:

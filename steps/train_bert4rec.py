@@ -1,4 +1,5 @@
-"""Entry point ``train_bert4rec``: BERT4Rec (Sun et al. 2019) trained with the shared training core."""
+"""Entry point ``train_bert4rec``: BERT4Rec (Sun et al. 2019);
+the same as ``train --model bert4rec``, its runs ``train_bert4rec``."""
 
 import sys
 

@@ -1,4 +1,5 @@
-"""Entry point ``train_gru``: GRU4Rec (Hidasi et al. 2016, 2018) trained with the shared training core."""
+"""Entry point ``train_gru``: GRU4Rec (Hidasi et al. 2016, 2018);
+the same as ``train --model gru4rec``, its runs ``train_gru4rec``."""
 
 import sys
 

@@ -1,4 +1,5 @@
-"""Entry point ``train_sasrec``: SASRec (Kang & McAuley 2018) trained with the shared training core."""
+"""Entry point ``train_sasrec``: SASRec (Kang & McAuley 2018);
+the same as ``train --model sasrec``, its runs ``train_sasrec``."""
 
 import sys
 

@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> TuneParams:
     p.add_argument("--params", default="", help="fixed overrides key=value,... (they leave the search space)")
     p.add_argument("--write-preset", default="", help="save the best setting as this preset name")
     p.add_argument("--seed", type=int_arg, default=0, help="the sampler's seed")
-    p.add_argument("--device", default="", help="auto | cpu | cuda (empty: auto)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--storage", default="", help="Optuna storage shared by workers on several machines: "
                                                  "postgresql://USER@HOST/DB, mysql://..., sqlite:///PATH, or "
                                                  "journal:///PATH (a file on a shared file system); empty: "

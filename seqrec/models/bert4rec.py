@@ -11,13 +11,14 @@ after the prefix and its output scores the items.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from seqrec.configs import in_range, one_of, ranged, share
 from seqrec.models.base import Windows
-from seqrec.models.transformer import TransformerConfig, TransformerEncoder
+from seqrec.models.transformer import TRANSFORMER_SPACE, TransformerConfig, TransformerEncoder
 
 
 @dataclass
@@ -39,6 +40,7 @@ class BERT4Rec(TransformerEncoder):
 
     model_type = "bert4rec"
     config_class = BERT4RecConfig
+    search_space: ClassVar[dict[str, str]] = {**TRANSFORMER_SPACE, "mask_ratio": "uniform:0.1:0.5"}
     causal = False
 
     def __init__(self, n_items: int, config: BERT4RecConfig, popularity: torch.Tensor | None = None):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +79,15 @@ class GRU4Rec(SequenceModel):
     model_type = "gru4rec"
     config_class = GRU4RecConfig
     recurrent = True
+    search_space: ClassVar[dict[str, str]] = {  # what ``tune`` searches (``seqrec.tuning``'s syntax)
+        "lr": "loguniform:0.01:0.3",
+        "hidden": "choice:100:200:480",
+        "dropout_hidden": "uniform:0:0.6",
+        "n_sample": "choice:0:512:2048",
+        "sample_alpha": "uniform:0:1",
+        "momentum": "uniform:0:0.9",
+        "batch_size": "choice:32:64:128",
+    }
 
     def __init__(self, n_items: int, config: GRU4RecConfig, popularity: torch.Tensor | None = None):
         super().__init__()

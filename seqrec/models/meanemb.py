@@ -7,6 +7,7 @@ same embeddings, and training is a full-softmax cross-entropy on the click after
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,8 @@ class MeanEmb(SequenceModel):
 
     model_type = "meanemb"
     config_class = MeanEmbConfig
+    # what ``tune`` searches (``seqrec.tuning``'s syntax); optional
+    search_space: ClassVar[dict[str, str]] = {"lr": "loguniform:1e-4:1e-2", "hidden": "choice:64:128:256"}
 
     def __init__(self, n_items: int, config: MeanEmbConfig, popularity: torch.Tensor | None = None):
         super().__init__()

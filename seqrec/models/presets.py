@@ -3,8 +3,9 @@
 ``model`` overrides fields of the model's config class, ``train`` fields of ``seqrec.trainer.TrainConfig``.
 Every model has ``tiny`` (seconds, for tests) and ``default`` (YooChoose-size data); ``sample`` is tuned
 on the real YooChoose sample's valid split (see the README); GRU4Rec adds ``small``, ``medium`` and
-``large``. Presets written by ``tune -P write_preset=NAME`` (a study's best setting) are kept as data in
-``tuned_presets.json`` beside this file and join these; they never replace a preset defined here.
+``large``. ``PRESET_FOR`` names the preset that ``train`` and ``main`` use for each model. Presets written by
+``tune -P write_preset=NAME`` (a study's best setting) are kept as data in ``tuned_presets.json`` beside this
+file and join these; they never replace a preset defined here.
 """
 
 from __future__ import annotations
@@ -59,6 +60,17 @@ PRESETS: dict[str, dict[str, dict[str, dict]]] = {
         "tiny": {"model": {"hidden": 16}, "train": {**_TINY_TRAIN, "lr": 1e-2}},
         "default": {"model": {"hidden": 128}, "train": {"epochs": 20, "batch_size": 256, "patience": 3}},
     },
+}
+
+# The preset each role picks, by model: ``train``, what the ``train`` entry point (and ``train_<model>``) trains
+# when no preset is named (``default`` for a model not listed here); ``main``, what the ``main`` workflow compares
+# the model with. ``main`` trains the models that have one, in this order, and leaves the others out of its
+# ``models=all`` (``main -P models=NAME`` trains any of them with its ``train`` preset).
+PRESET_FOR: dict[str, dict[str, str]] = {
+    "gru4rec": {"train": "small", "main": "sample"},
+    "sasrec": {"train": "default", "main": "default"},
+    "bert4rec": {"train": "default", "main": "default"},
+    "meanemb": {"train": "default"},  # the example of how a model plugs in: not in main's comparison
 }
 
 TUNED_FILE = Path(__file__).with_name("tuned_presets.json")

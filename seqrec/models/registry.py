@@ -1,7 +1,10 @@
 """The neural models by name, their presets (``seqrec.models.presets``) and configs built from overrides.
 
-Adding a model: one file under ``seqrec/models/`` with a ``SequenceModel`` subclass that names itself
-(``model_type``), and its presets in ``presets.py``; the registry finds the class by itself.
+The one list of sequence models: ``train``, ``main``, ``tune`` and the server find them here. Adding a model:
+one file under ``seqrec/models/`` with a ``SequenceModel`` subclass that names itself (``model_type``) and may
+declare the search space ``tune`` explores (``search_space``, a class attribute: ``{name: "kind:args"}``,
+``seqrec.tuning``), and its presets in ``presets.py`` (with, in ``PRESET_FOR``, the preset ``main`` compares it
+with, if it is to be part of main's comparison); the registry finds the class by itself.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 import seqrec.models
 from seqrec.configs import check_types
 from seqrec.models.base import SequenceModel
-from seqrec.models.presets import PRESETS
+from seqrec.models.presets import PRESET_FOR, PRESETS
 
 
 def _discover() -> dict[str, type[SequenceModel]]:
@@ -49,11 +52,31 @@ def config_fields(name: str) -> set[str]:
 
 def preset(name: str, preset_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(model overrides, training overrides)`` of a preset of model ``name``."""
+    if preset_name not in preset_names(name):
+        raise ValueError(f"unknown preset {preset_name!r} for {name}, expected one of {preset_names(name)}")
+    return dict(PRESETS[name][preset_name]["model"]), dict(PRESETS[name][preset_name]["train"])
+
+
+def preset_names(name: str) -> list[str]:
+    """The presets of model ``name``, sorted."""
     model_class(name)
-    presets = PRESETS.get(name, {})
-    if preset_name not in presets:
-        raise ValueError(f"unknown preset {preset_name!r} for {name}, expected one of {sorted(presets)}")
-    return dict(presets[preset_name]["model"]), dict(presets[preset_name]["train"])
+    return sorted(PRESETS.get(name, {}))
+
+
+def default_preset(name: str) -> str:
+    """The preset model ``name`` trains with when none is named (``train``, ``train_<model>``)."""
+    model_class(name)
+    return PRESET_FOR.get(name, {}).get("train", "default")
+
+
+def main_models() -> tuple[tuple[str, str], ...]:
+    """``(model, preset)`` of each sequence model in ``main``'s comparison, in the order ``main`` trains them."""
+    return tuple((name, roles["main"]) for name, roles in PRESET_FOR.items() if "main" in roles and name in MODELS)
+
+
+def search_space(name: str) -> dict[str, str]:
+    """The search space model ``name`` declares for ``tune`` (``{}``: none)."""
+    return dict(getattr(model_class(name), "search_space", {}))
 
 
 def make_config(name: str, values: dict[str, Any], also: tuple[type, ...] = ()) -> Any:

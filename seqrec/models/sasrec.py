@@ -15,13 +15,14 @@ al. 2019).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from seqrec.configs import at_least, one_of, ranged, share
 from seqrec.models.base import Windows
-from seqrec.models.transformer import TransformerConfig, TransformerEncoder
+from seqrec.models.transformer import TRANSFORMER_SPACE, TransformerConfig, TransformerEncoder
 
 
 @dataclass
@@ -45,6 +46,7 @@ class SASRec(TransformerEncoder):
 
     model_type = "sasrec"
     config_class = SASRecConfig
+    search_space: ClassVar[dict[str, str]] = {**TRANSFORMER_SPACE, "label_smoothing": "uniform:0:0.3"}
 
     def __init__(self, n_items: int, config: SASRecConfig, popularity: torch.Tensor | None = None):
         super().__init__(n_items, config, sparse=config.loss == "sampled")

@@ -18,6 +18,18 @@ from torch import nn
 from seqrec.configs import RangeError, above, at_least, check_ranges, ranged, share
 from seqrec.models.base import SequenceModel
 
+# What ``tune`` searches for either encoder (``seqrec.tuning``'s syntax); SASRec and BERT4Rec add their own.
+TRANSFORMER_SPACE: dict[str, str] = {
+    "lr": "loguniform:1e-4:5e-3",
+    "hidden": "choice:64:128:256",
+    "blocks": "int:1:3",
+    "heads": "choice:1:2:4",
+    "dropout": "uniform:0.1:0.7",
+    "emb_dropout": "uniform:0.1:0.7",
+    "weight_decay": "loguniform:1e-3:0.3",
+    "batch_size": "choice:128:256:512",
+}
+
 
 @dataclass
 class TransformerConfig:

@@ -31,6 +31,7 @@ from seqrec import tracking
 from seqrec.configs import RangeError, at_least, check_range, check_ranges, ranged
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.preprocess import digest_on_disk, file_digest
+from seqrec.models import registry
 from seqrec.models.baselines import BASELINES
 from seqrec.significance import RESAMPLES, compare_ranks
 from seqrec.trainer import split_overrides
@@ -46,10 +47,11 @@ METRIC_COLUMNS = (DEFAULT_METRIC, "test_recall_at_10", "test_recall_at_20", "tes
 EXTRA_COLUMNS = ("train_seconds", "n_parameters")
 TAG_REUSED = "seqrec.reused_run_id"
 TAG_CHAMPION = "seqrec.champion_model"
-# GRU4Rec's ``sample`` preset (the official settings at 100 units, made for data of the built-in data's
-# size) converges within main's budget on two CPU cores; its YooChoose-size presets (small, medium, large)
-# are left to ``train_gru``: they would share the budget too thinly to train to convergence.
-NEURAL = (("gru4rec", "sample"), ("sasrec", "default"), ("bert4rec", "default"))
+# The sequence models of ``models=all``, (model, preset) in order: the registry's, each with the preset marked
+# ``main`` in ``seqrec.models.presets.PRESET_FOR``. GRU4Rec's is ``sample`` (the official settings at 100 units,
+# made for data of the built-in data's size), which converges within main's budget on two CPU cores; its
+# YooChoose-size presets (small, medium, large) are left to ``train``: they would share the budget too thinly.
+NEURAL: tuple[tuple[str, str], ...] = registry.main_models()
 AUTO = "auto"  # the default time budget: epoch caps on the built-in data, no limit on the user's data
 # The auto budget on the built-in data: a cap on each neural model's selection epochs (early stopping may end it
 # sooner), the epochs each reached within the former 420 s wall-clock budget on two CPU cores, which holds
@@ -231,8 +233,11 @@ def register_summary(decision: dict) -> str:
 
 
 def _wanted(models: str) -> set[str]:
-    known = set(BASELINES) | {m for m, _ in NEURAL}
-    wanted = known if models == "all" else {m.strip() for m in models.split(",") if m.strip()}
+    """The models ``models`` names: ``all`` is the baselines and ``NEURAL``; any sequence model of the registry
+    may be named."""
+    known = set(BASELINES) | set(registry.MODELS)
+    every = set(BASELINES) | {m for m, _ in NEURAL}
+    wanted = every if models == "all" else {m.strip() for m in models.split(",") if m.strip()}
     unknown = wanted - known
     if unknown:
         raise ValueError(f"unknown model(s) {sorted(unknown)}, expected some of {sorted(known)}")
@@ -241,11 +246,14 @@ def _wanted(models: str) -> set[str]:
 
 def neural_plan(params: MainParams) -> list[tuple[str, str, dict]]:
     """The neural runs of ``main`` in order: (model, preset, overrides with the epoch cap: ``epochs``, else the
-    built-in data's cap under the auto budget); a bad override is refused here, before any step runs."""
+    built-in data's cap under the auto budget); a bad override is refused here, before any step runs. The models
+    of ``NEURAL`` come first, with their presets; any other sequence model named comes next, with its ``train``
+    preset (``registry.default_preset``)."""
     wanted = _wanted(params.models)
     caps = BUILT_IN_EPOCHS if params.built_in and params.time_budget == AUTO else {}
+    others = [(m, registry.default_preset(m)) for m in registry.MODELS if m in wanted and m not in dict(NEURAL)]
     plan = []
-    for model, preset in NEURAL:
+    for model, preset in (*NEURAL, *others):
         if model not in wanted:
             continue
         overrides = dict(params.neural_overrides)

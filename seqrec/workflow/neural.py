@@ -1,13 +1,20 @@
-"""Training steps of the neural models (``train_sasrec``, ``train_bert4rec``, ``train_gru``) in MLflow.
+"""The training step of the sequence models in MLflow: the ``train`` entry point (any model of the registry),
+and ``train_gru``, ``train_sasrec`` and ``train_bert4rec``, which are ``train`` with that model.
+
+Names: a run of model ``NAME`` is the step ``train_NAME`` whatever entry point started it (its ``seqrec.step``
+tag, the key ``main`` reuses it by, and the prefix of its printed summary and errors): ``train_gru`` runs are
+``train_gru4rec`` runs.
 
 Presets are named the same for every model: ``tiny`` (seconds, for tests), ``sample`` (tuned on the
 real YooChoose sample's valid split) and ``default`` (YooChoose-size data); GRU4Rec adds ``small``,
-``medium`` and ``large`` (``seqrec.models.presets``). Any field of the model's config, of
-``TrainConfig`` or of ``RuntimeConfig`` can be overridden.
+``medium`` and ``large`` (``seqrec.models.presets``); without one a model trains with its own
+(``registry.default_preset``: GRU4Rec's ``small``, the others' ``default``). Any field of the model's config,
+of ``TrainConfig`` or of ``RuntimeConfig`` can be overridden.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -23,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from seqrec import distributed, tracking
 from seqrec.configs import at_least, check_range
 from seqrec.data.dataset import ProcessedDataset
+from seqrec.models import registry
 from seqrec.models.base import SequenceModel
 from seqrec.models.registry import build_model
 from seqrec.trainer import (
@@ -221,18 +229,51 @@ def _train_quietly(model_name: str, data: ProcessedDataset, model_cfg: Any, trai
     return True
 
 
-def cli(model_name: str, argv: list[str] | None = None) -> int:
-    """Command line of a ``train_<model>`` entry point; extra ``--key value`` pairs override any field."""
-    import argparse
+def cli(model_name: str | None, argv: list[str] | None = None) -> int:
+    """Command line of ``train`` (``model_name=None``: ``--model NAME`` names the model) or of training
+    ``model_name``; extra ``--key value`` pairs override any field."""
+    from seqrec.workflow.cli import parse_with_overrides, run_step
 
-    from seqrec.workflow.cli import int_arg, parse_with_overrides, resume_arg, run_step
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if model_name is None:
+        model_name, argv = _named_model(argv)
+    p = build_parser(model_name)
+    args, overrides = parse_with_overrides(p, argv)
+    if args.nproc < 1:
+        p.error(f"argument --nproc: nproc={args.nproc} must be >= 1")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return distributed.relaunch(model_name, args.nproc, argv)
+    if args.epochs:  # 0: the preset's own; any other value is TrainConfig's epochs (checked: >= 1)
+        overrides["epochs"] = args.epochs
+    if args.device not in ("", "auto"):  # auto: RuntimeConfig's own (or the device given in --params)
+        overrides["device"] = args.device
+    preset = args.preset or registry.default_preset(model_name)
 
-    p = argparse.ArgumentParser(description=f"Train {model_name}: select on valid, refit, test, log to MLflow.",
+    def action() -> str:
+        run_id, m = run_neural(model_name, args.data, preset, overrides, resume=args.resume, seeds=args.seeds)
+        if not run_id:  # a rank other than 0: rank 0 reports
+            return ""
+        return f"run {run_id}: test {seed_summary(m)}"
+
+    return run_step(f"train_{model_name}", action)
+
+
+def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``train`` (``model_name=None``: ``--model`` required, ``--preset`` empty for the model's own)
+    or of training ``model_name`` (``--model`` is it or absent, ``--preset`` defaults to its own preset)."""
+    from seqrec.workflow.cli import int_arg, resume_arg
+
+    what = model_name or "a sequence model"
+    p = argparse.ArgumentParser(description=f"Train {what}: select on valid, refit, test, log to MLflow.",
                                 allow_abbrev=False)  # `--seed 3` overrides the seed, never means `--seeds 3`
+    p.add_argument("--model", required=model_name is None, default=model_name,
+                   choices=[model_name] if model_name else sorted(registry.MODELS), help="the sequence model")
+    presets = " | ".join(registry.preset_names(model_name)) if model_name else "tiny | sample | default | ..."
+    p.add_argument("--preset", default=registry.default_preset(model_name) if model_name else "",
+                   help=f"{presets} (empty: the model's own, registry.default_preset)")
     p.add_argument("--data", required=True, help="processed dataset directory")
-    p.add_argument("--preset", default="default", help="tiny | sample | default (| small | medium | large)")
     p.add_argument("--epochs", type=int_arg, default=0, help="maximum epochs (0: the preset's)")
-    p.add_argument("--device", default="", help="auto | cpu | cuda (empty: auto)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (empty: auto)")
     p.add_argument("--resume", type=resume_arg, default=False,
                    help="true: continue the interrupted run of the same settings and data from its last "
                         "checkpoint, and stop with an error if there is none; auto: continue it if there is one, "
@@ -241,20 +282,17 @@ def cli(model_name: str, argv: list[str] | None = None) -> int:
     p.add_argument("--nproc", type=int_arg, default=1, help="processes: > 1 relaunches itself under torchrun (DDP)")
     p.add_argument("--seeds", type=int_arg, default=1,
                    help="repeat the protocol with N seeds; final metrics are means, also as _mean and _std")
-    args, overrides = parse_with_overrides(p, argv)
-    if args.nproc < 1:
-        p.error(f"argument --nproc: nproc={args.nproc} must be >= 1")
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return distributed.relaunch(model_name, args.nproc, sys.argv[1:] if argv is None else argv)
-    if args.epochs:  # 0: the preset's own; any other value is TrainConfig's epochs (checked: >= 1)
-        overrides["epochs"] = args.epochs
-    if args.device:
-        overrides["device"] = args.device
+    return p
 
-    def action() -> str:
-        run_id, m = run_neural(model_name, args.data, args.preset, overrides, resume=args.resume, seeds=args.seeds)
-        if not run_id:  # a rank other than 0: rank 0 reports
-            return ""
-        return f"run {run_id}: test {seed_summary(m)}"
 
-    return run_step(f"train_{model_name}", action)
+def _named_model(argv: list[str]) -> tuple[str, list[str]]:
+    """The model ``--model`` names in ``argv`` and the other arguments; none, or an unknown one, is a usage error
+    (``train``'s parser says which, or prints its help)."""
+    picker = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    picker.add_argument("--model")
+    known, rest = picker.parse_known_args(argv)
+    if known.model not in registry.MODELS:  # --help, or --model missing or unknown: argparse's own message
+        parser = build_parser()
+        parser.parse_args(argv)
+        parser.error("argument --model: required")
+    return known.model, rest
