@@ -199,7 +199,8 @@ def log_metrics_at(metrics: dict[str, float], step: int | None = None, model_id:
 
 # what a logged model imports when it is loaded and scores (the modules of seqrec.serving and what they
 # import), by distribution name: its requirements, and nothing of training, tuning, plotting or the service
-INFERENCE_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "threadpoolctl")
+INFERENCE_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "skops",
+                           "threadpoolctl")
 
 
 def model_requirements() -> list[str]:

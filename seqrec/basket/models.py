@@ -6,13 +6,14 @@
 * ``buypop``: clicked items ranked by their training buy rate; a session buys with the noisy-or of its
   items' buy rates;
 * ``gbdt``: scikit-learn ``HistGradientBoostingClassifier`` on the session features (does the session buy)
-  and on the session-item features of buying sessions (is this clicked item bought, given a buy).
+  and on the session-item features of buying sessions (is this clicked item bought, given a buy); saved in the
+  skops format (JSON and ``.npy`` arrays, loaded with an explicit list of trusted types, no pickle).
 """
 
 from __future__ import annotations
 
-import pickle
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -159,15 +160,40 @@ class GBDTBasket:
         models = [m for m in (self.buy_model, self.item_model) if m is not None and not isinstance(m, float)]
         return int(sum(len(p.nodes) for m in models for per_iter in m._predictors for p in per_iter))
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """The fitted classifiers as pickled bytes (scikit-learn estimators have no array format)."""
-        blob = pickle.dumps({"buy": self.buy_model, "item": self.item_model, "config": asdict(self.config)})
-        return {"pickle": np.frombuffer(blob, dtype=np.uint8)}
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted classifiers to ``path`` in the skops format; fails if reading them back would need a
+        type outside :data:`GBDT_TRUSTED_TYPES` (a scikit-learn version that builds other objects)."""
+        import zipfile
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> GBDTBasket:
-        loaded = pickle.loads(state["pickle"].tobytes())  # noqa: S301 - written by state_dict of this class
-        self.buy_model, self.item_model = loaded["buy"], loaded["item"]
-        return self
+        import skops.io
 
+        if self.buy_model is None:
+            raise ValueError("gbdt: fit the model before saving it")
+        path = Path(path)
+        skops.io.dump({"buy": self.buy_model, "item": self.item_model}, path, compression=zipfile.ZIP_DEFLATED)
+        if unknown := sorted(set(skops.io.get_untrusted_types(file=path)) - set(GBDT_TRUSTED_TYPES)):
+            path.unlink()
+            raise ValueError(f"gbdt: saving needs types that loading does not trust: {unknown}")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, config: GBDTConfig | None = None) -> GBDTBasket:
+        """The model that :meth:`save` wrote to ``path``; only :data:`GBDT_TRUSTED_TYPES` (beyond the types
+        skops trusts by default) may be built, no pickle is read."""
+        import skops.io
+
+        loaded = skops.io.load(Path(path), trusted=list(GBDT_TRUSTED_TYPES))
+        model = cls(config)
+        model.buy_model, model.item_model = loaded["buy"], loaded["item"]
+        return model
+
+
+# the types of a fitted HistGradientBoostingClassifier that skops does not trust by default: its trees, and the
+# input check of its categorical-feature preprocessing (a partial of scikit-learn's check_array)
+GBDT_TRUSTED_TYPES = (
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.utils.validation.check_array",
+    "functools.partial",
+)
 
 BASELINES = {m.name: m for m in (ClickedBaseline, CountBaseline, BuyPopBaseline)}

@@ -24,6 +24,7 @@ from seqrec.basket.metrics import Thresholds, candidate_ranks
 from seqrec.serving.recommender import MAX_K, Recommendation, RequestError
 
 CONFIG_FILE = "basket.json"
+GBDT_FILE = "gbdt.skops"
 FORMAT = 1
 
 
@@ -123,7 +124,10 @@ class BasketPredictor:
 
 
 def save_basket(predictor: BasketPredictor, directory: str | Path) -> Path:
-    """Write ``predictor`` as plain files: ``basket.json``, the model's weights or state, item statistics."""
+    """Write ``predictor`` as files that load without unpickling arbitrary objects: ``basket.json``, the model's
+    weights (``weights.pt``, read back with ``weights_only``), classifiers (``gbdt.skops``, skops with a fixed
+    list of trusted types) or arrays (``state.npz``), item statistics and raw ids (numpy arrays, no pickle)."""
+    from seqrec.basket.models import GBDTBasket
     from seqrec.basket.train import NeuralBasket
 
     directory = Path(directory)
@@ -137,6 +141,8 @@ def save_basket(predictor: BasketPredictor, directory: str | Path) -> Path:
         config["encoder_config"] = model.encoder_config
         config["n_features"] = [len(feats.SESSION_FEATURES), len(feats.PAIR_FEATURES)]
         torch.save({k: v.detach().cpu() for k, v in model.net.state_dict().items()}, directory / "weights.pt")
+    elif isinstance(model, GBDTBasket):
+        model.save(directory / GBDT_FILE)
     else:
         np.savez(directory / "state.npz", **model.state_dict())
     s = predictor.stats
@@ -158,8 +164,10 @@ def _build_model(config: dict, directory: Path):
     if name in BASELINES:
         return BASELINES[name]()
     if name == "gbdt":
-        with np.load(directory / "state.npz", allow_pickle=False) as state:
-            return GBDTBasket(GBDTConfig(**config["config"])).load_state_dict(dict(state))
+        if not (directory / GBDT_FILE).exists():
+            raise ValueError(f"{directory}: a gbdt basket model needs {GBDT_FILE} (one saved with its classifiers "
+                             "pickled in state.npz is no longer read: train it again)")
+        return GBDTBasket.load(directory / GBDT_FILE, GBDTConfig(**config["config"]))
     from seqrec.basket.neural import BasketNet, BasketNetConfig
     from seqrec.basket.train import NeuralBasket
     from seqrec.models.registry import build_model

@@ -6,6 +6,11 @@ code path and the saved recommender (:mod:`seqrec.serving.artifacts`) as its one
 ``load_context`` rebuilds the recommender from those files. ``k`` is an inference parameter
 (``params={"k": 5}``, default 20); an input row's own ``k`` (a ``k`` column, or ``k`` in a dict
 input) takes precedence for that row.
+
+The signature's ``session`` column holds lists of any item ids (strings or integers, as in the data), which
+MLflow passes through unconverted. The optional ``k`` column is of any type too, checked here: a whole number,
+or missing (``None``/``NaN``, what ``mlflow.pyfunc.spark_udf`` sends when it is called with the ``session``
+column alone; a ``long`` column would refuse it, a ``double`` one would refuse integers).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
@@ -24,8 +30,12 @@ ARTIFACT = "recommender"
 
 
 def _row_k(value: Any, default: int) -> int:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """A row's ``k``: ``default`` when missing, else a whole number (``7`` or ``7.0``; not ``7.5`` nor ``"7"``)."""
+    if value is None or value is pd.NA or (isinstance(value, float | np.floating) and math.isnan(value)):
         return default
+    number = isinstance(value, int | np.integer | float | np.floating) and not isinstance(value, bool | np.bool_)
+    if not number or not float(value).is_integer():
+        raise RequestError(f"k must be a whole number, got {value!r}")
     return int(value)
 
 
@@ -56,8 +66,6 @@ class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
     """pyfunc flavour of a :class:`Recommender`; answers with columns ``items`` and ``scores`` (a basket model,
     :class:`~seqrec.serving.basket.BasketPredictor`, also with ``buy_probability`` and ``basket``)."""
 
-    _skip_type_hint_validation = True  # SIGNATURE describes the input; no type-hint validation (or warning)
-
     recommender: Recommender | None = None  # set by load_context
 
     def load_context(self, context) -> None:
@@ -65,7 +73,9 @@ class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
 
         self.recommender = load_recommender(context.artifacts[ARTIFACT])
 
-    def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Answers for the sessions of ``model_input``: a DataFrame as the signature delivers it (a dict or a list
+        of sessions is read too, see :func:`parse_sessions`)."""
         k = int((params or {}).get("k", DEFAULT_K))
         sessions, ks = parse_sessions(model_input, k)
         if hasattr(self.recommender, "thresholds"):  # a basket model: buy probability, items, scores, basket
@@ -78,7 +88,7 @@ class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
 
 
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec(Array(AnyType()), "session"), ColSpec("long", "k", required=False)]),
+    inputs=Schema([ColSpec(Array(AnyType()), "session"), ColSpec(AnyType(), "k", required=False)]),
     outputs=Schema([ColSpec(Array("string"), "items"), ColSpec(Array("double"), "scores")]),
     params=ParamSchema([ParamSpec("k", "long", DEFAULT_K)]),
 )
