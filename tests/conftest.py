@@ -22,6 +22,16 @@ def mlflow_store(tmp_path_factory) -> str:
     return uri
 
 
+@pytest.fixture(scope="session", autouse=True)
+def outside_the_checkout(tmp_path_factory):
+    """Run the tests in a scratch directory: what a step writes relative to the working directory (``data/``,
+    ``checkpoints/``, ``studies/``, the SQLite store's ``mlruns/``) never lands in the checkout."""
+    before = Path.cwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(before)
+
+
 @pytest.fixture(scope="session")
 def device() -> str:
     """The device the model tests run on: ``SEQREC_TEST_DEVICE`` (cuda in the GPU check), else cpu."""

@@ -15,6 +15,8 @@ import mlflow
 import pytest
 import yaml
 
+from seqrec.data.synthetic import SyntheticConfig, generate
+
 ROOT = Path(__file__).resolve().parents[1]
 MLFLOW = shutil.which("mlflow", path=os.path.dirname(sys.executable))
 
@@ -27,7 +29,8 @@ def test_mlflow_run_preprocess_then_eda_in_the_seqrec_experiment(tmp_path):
     for inherited in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(inherited, None)
     out = tmp_path / "processed"
-    for entry, params in (("preprocess", ["-P", "synthetic_clicks=20000", "-P", f"out={out}"]),
+    clicks, buys = generate(tmp_path / "raw", SyntheticConfig(n_clicks=20_000))  # not under the project's data/
+    for entry, params in (("preprocess", ["-P", f"clicks={clicks}", "-P", f"buys={buys}", "-P", f"out={out}"]),
                           ("eda", ["-P", f"data={out}"])):
         proc = subprocess.run([MLFLOW, "run", str(ROOT), "-e", entry, "--env-manager", "local",
                                "--experiment-name", "seqrec", *params],
