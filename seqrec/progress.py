@@ -23,3 +23,9 @@ def progress_bar(iterable: Iterable[T], **kwargs) -> tqdm:
     if not kwargs.get("file", sys.stderr).isatty():
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)
     return tqdm(iterable, **kwargs)
+
+
+def show(bar: tqdm, **values: object) -> None:
+    """Show ``values`` (a running loss) after the bar at its next redraw, without forcing one: a forced redraw
+    every few batches would write a line to a log file each time, whatever the interval."""
+    bar.set_postfix(values, refresh=False)

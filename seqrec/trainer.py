@@ -44,7 +44,7 @@ from seqrec.evaluation import SELECTION_METRIC, EvalResult, evaluate
 from seqrec.models import registry
 from seqrec.models.base import LoaderSpec, SequenceModel, SessionParallel, Windows
 from seqrec.optim import clip_gradients, make_optimizer, make_scheduler
-from seqrec.progress import progress_bar
+from seqrec.progress import progress_bar, show
 
 CHECKPOINT_ROOT = Path(os.environ.get("SEQREC_CHECKPOINTS", "checkpoints"))
 
@@ -364,7 +364,7 @@ class Trainer:
             total += loss
             count += 1
             if count % 20 == 0:
-                bar.set_postfix(loss=f"{total / count:.4f}")
+                show(bar, loss=f"{total / count:.4f}")
         total, count = distributed.summed(total, count)
         return total / max(count, 1)
 

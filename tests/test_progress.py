@@ -28,3 +28,11 @@ def test_a_terminal_keeps_the_live_bar(monkeypatch):
 def test_an_explicit_interval_wins(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert progress.progress_bar(range(3), mininterval=2.0, file=sys.stderr).mininterval == 2.0
+
+
+def test_a_running_loss_does_not_force_a_line_per_update(monkeypatch):
+    log = io.StringIO()
+    bar = progress.progress_bar(range(500), file=log)
+    for i in bar:
+        progress.show(bar, loss=f"{i:.4f}")
+    assert log.getvalue().count("\r") <= 3  # the first and the last draw, not one per update
