@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from seqrec.data.readers import FORMATS, ReadOptions, parse_columns
 from seqrec.monitoring import Thresholds
-from seqrec.workflow.cli import bool_arg, int_arg, run_step
+from seqrec.workflow.cli import add_read_arguments, bool_arg, int_arg, read_options, run_step
 from seqrec.workflow.monitor import MonitorParams, period_line, run_monitor
 
 
@@ -18,13 +17,6 @@ def parse_args(argv: list[str] | None = None) -> MonitorParams:
     p.add_argument("--clicks", default="", help="later click file(s), comma-separated; empty: the later period of "
                                                 "the built-in data the model was trained on")
     p.add_argument("--period", default="1d", help="length of a period: 1d, 12h, 30m, 3600s, 1w (default 1d)")
-    p.add_argument("--format", choices=["auto", *FORMATS], default="auto", help="as preprocess's format")
-    p.add_argument("--columns", default="", help="generic formats: session=COL,item=COL,time=COL[,event=COL]")
-    p.add_argument("--time-unit", choices=["", "s", "ms", "iso"], default="", help="generic formats: time unit")
-    p.add_argument("--sep", default="", help="csv: field separator (default: sniffed from the header)")
-    p.add_argument("--events", default="", help="event types to keep, comma-separated (default: click-like)")
-    p.add_argument("--on-bad-lines", choices=["error", "skip"], default="error")
-    p.add_argument("--session-gap", type=float, default=1800.0, help="retailrocket: seconds that end a session")
     p.add_argument("--min-mrr-ratio", type=float, default=0.9,
                    help="retrain when the last period's MRR@20 is below this times the model's test MRR@20")
     p.add_argument("--max-unknown-share", type=float, default=0.2,
@@ -34,10 +26,9 @@ def parse_args(argv: list[str] | None = None) -> MonitorParams:
     p.add_argument("--min-predictions", type=int_arg, default=100,
                    help="the verdict judges the last period with at least this many predictions")
     p.add_argument("--progress", type=bool_arg, default=True)
+    add_read_arguments(p)
     a = p.parse_args(argv)
-    sep = {"tab": "\t", "\\t": "\t"}.get(a.sep, a.sep)
-    events = tuple(e.strip() for e in a.events.split(",") if e.strip())
-    read = ReadOptions(a.on_bad_lines, parse_columns(a.columns), a.time_unit, sep, events, a.session_gap)
+    read = read_options(a)
     thresholds = Thresholds(a.min_mrr_ratio, a.max_unknown_share, a.max_popularity_shift, a.min_predictions)
     return MonitorParams(a.model_uri, a.clicks, a.period, a.format, read, thresholds, a.progress)
 

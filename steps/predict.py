@@ -8,9 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from seqrec.data.readers import FORMATS, ReadOptions, parse_columns
 from seqrec.serving.predict import DEFAULT_CHUNK_SESSIONS, PredictOptions
-from seqrec.workflow.cli import bool_arg, int_arg, run_step
+from seqrec.workflow.cli import add_read_arguments, bool_arg, int_arg, read_options, run_step
 from seqrec.workflow.predict import PredictParams, run_predict
 
 T = TypeVar("T")
@@ -34,21 +33,9 @@ def parse_args(argv: list[str] | None = None) -> PredictParams:
     p.add_argument("--overwrite", default="false", help="replace an earlier predict output at --out")
     p.add_argument("--chunk-sessions", default=str(DEFAULT_CHUNK_SESSIONS),
                    help="sessions scored and written at a time (bounds memory)")
-    p.add_argument("--on-bad-lines", choices=["error", "skip"], default="error")
-    p.add_argument("--format", default="auto",
-                   help="auto: raw YooChoose or the prepared TSV, told apart by the first line")
-    p.add_argument("--columns", default="", help="generic formats: session=COL,item=COL,time=COL[,event=COL]")
-    p.add_argument("--time-unit", choices=["", "s", "ms", "iso"], default="",
-                   help="generic formats: unit of the time column (default s); otto: forces ts's unit")
-    p.add_argument("--sep", default="", help="csv: field separator (default: sniffed from the header)")
-    p.add_argument("--events", default="", help="event types to keep, comma-separated (default: click-like)")
-    p.add_argument("--session-gap", type=float, default=1800.0, help="retailrocket: seconds that end a session")
+    add_read_arguments(p)
     a = p.parse_args(argv)
-    sep = {"tab": "\t", "\\t": "\t"}.get(a.sep, a.sep)
-    events = tuple(e.strip() for e in a.events.split(",") if e.strip())
-    read = ReadOptions(a.on_bad_lines, parse_columns(a.columns), a.time_unit, sep, events, a.session_gap)
-    if a.format not in ("auto", *FORMATS):
-        raise ValueError(f"format must be auto or one of {', '.join(FORMATS)}, got {a.format!r}")
+    read = read_options(a)
     options = PredictOptions(named(int_arg, "k", a.k), named(int_arg, "chunk_sessions", a.chunk_sessions),
                              named(bool_arg, "overwrite", a.overwrite))
     return PredictParams(a.model_uri, a.sessions, a.out, options, a.format, read)

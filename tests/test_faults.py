@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -22,6 +21,7 @@ import pytest
 from seqrec.data.dataset import SPLITS, SessionSplit
 from seqrec.data.preprocess import PreprocessConfig, preprocess
 from seqrec.data.readers import read_buys, read_clicks
+from tests.helpers import tracking_at
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,20 +144,6 @@ def test_kill_during_training_then_resume_reaches_the_uninterrupted_result(proce
     assert sorted(steps) == [1, 2]  # epoch 1 logged once, by the killed process; epoch 2 by the resumed one
 
 
-@contextmanager
-def _tracking(uri: str) -> Iterator[None]:
-    """Use the store ``uri`` here and in subprocesses (other tests set MLflow's URI explicitly, which
-    overrides the environment variable)."""
-    previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(previous)
-
-
 # what a finished register writes on the champion's version
 CHAMPION_TAGS = ("best_val_mrr_at_20", "selection_metric", "run_id", "model_id", "seqrec.model", "seqrec.preset",
                  "seqrec.dataset", "seqrec.data_digest")
@@ -171,7 +157,7 @@ def register_store(processed, tmp_path_factory) -> str:
     from seqrec.workflow.register import run_register
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('register-store') / 'mlflow.db'}"
-    with _tracking(uri):
+    with tracking_at(uri):
         run_baseline(str(processed), "pop")
         for name in REGISTER_NAMES.values():
             assert str(run_register(str(processed), name=name)["version"]) == "1"
@@ -181,7 +167,7 @@ def register_store(processed, tmp_path_factory) -> str:
 
 @pytest.fixture
 def in_register_store(register_store) -> Iterator[None]:
-    with _tracking(register_store):
+    with tracking_at(register_store):
         yield
 
 

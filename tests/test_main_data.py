@@ -5,8 +5,6 @@ and it says at the start which time budget applies."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -18,22 +16,9 @@ import steps.preprocess
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.synthetic import SyntheticConfig
 from seqrec.data.writers import write_generated
+from tests.helpers import own_store
 
 POP_SR = ["--models", "pop,sr"]
-
-
-@contextmanager
-def own_store(tmp_path: Path) -> Iterator[str]:
-    """A tracking store of the test's own (no champion of other tests), here and in the entry points."""
-    uri = f"sqlite:///{tmp_path / 'own.db'}"
-    previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield uri
-        finally:
-            mlflow.set_tracking_uri(previous)
 
 
 def run_count() -> int:

@@ -20,6 +20,8 @@ import mlflow
 import pandas as pd
 import pytest
 
+from tests.helpers import tracking_at
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "tracking_server.sh"
 SERVER_VARIABLE = "SEQREC_TEST_TRACKING_SERVER"
@@ -95,19 +97,6 @@ def team_backend(tmp: Path) -> Iterator[Backend | str]:
     finally:
         script("drop")
         script("stop")
-
-
-@contextlib.contextmanager
-def tracking_at(uri: str) -> Iterator[None]:
-    """MLflow at ``uri`` here and in subprocesses; the previous URI afterwards."""
-    previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture(scope="module")

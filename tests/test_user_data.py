@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
-import pytest
 
 import steps.main
 import steps.preprocess
@@ -19,20 +16,7 @@ from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.preprocess import digest_on_disk
 from seqrec.tracking import TAG_CODE
 from seqrec.version import code_version
-
-
-@contextmanager
-def own_store(tmp_path: Path) -> Iterator[str]:
-    """A tracking store of the test's own (no champion of other tests), here and in the entry points."""
-    uri = f"sqlite:///{tmp_path / 'own.db'}"
-    previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield uri
-        finally:
-            mlflow.set_tracking_uri(previous)
+from tests.helpers import own_store
 
 
 def run_count() -> int:

@@ -6,9 +6,12 @@ import errno
 import sys
 from argparse import ArgumentParser, Namespace
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from seqrec.configs import parse_value
+
+if TYPE_CHECKING:
+    from seqrec.data.readers import ReadOptions
 
 
 def int_arg(value: str) -> int:
@@ -90,3 +93,30 @@ def parse_with_overrides(parser: ArgumentParser, argv: list[str] | None) -> tupl
     except ValueError as exc:
         parser.error(str(exc))
     return args, overrides
+
+
+def add_read_arguments(p: ArgumentParser) -> None:
+    """The options that say how to read a click log (``preprocess``, ``predict``, ``monitor``): its format, column
+    mapping, time unit, separator, kept events, bad lines and RetailRocket's session gap."""
+    from seqrec.data.readers import FORMATS
+
+    p.add_argument("--format", default="auto", help=f"auto (raw YooChoose or the prepared TSV, told apart by the "
+                                                    f"first line) or one of {', '.join(FORMATS)}")
+    p.add_argument("--columns", default="", help="generic formats: session=COL,item=COL,time=COL[,event=COL]")
+    p.add_argument("--time-unit", choices=["", "s", "ms", "iso"], default="",
+                   help="generic formats: unit of the time column (default s); otto: forces ts's unit")
+    p.add_argument("--sep", default="", help="csv: field separator (default: sniffed from the header)")
+    p.add_argument("--events", default="", help="event types to keep, comma-separated (default: click-like)")
+    p.add_argument("--on-bad-lines", choices=["error", "skip"], default="error")
+    p.add_argument("--session-gap", type=float, default=1800.0, help="retailrocket: seconds that end a session")
+
+
+def read_options(a: Namespace) -> ReadOptions:
+    """The reading options of parsed ``add_read_arguments`` options; an unknown format is a ``ValueError``."""
+    from seqrec.data.readers import FORMATS, ReadOptions, parse_columns
+
+    if a.format not in ("auto", *FORMATS):
+        raise ValueError(f"format must be auto or one of {', '.join(FORMATS)}, got {a.format!r}")
+    sep = {"tab": "\t", "\\t": "\t"}.get(a.sep, a.sep)
+    events = tuple(e.strip() for e in a.events.split(",") if e.strip())
+    return ReadOptions(a.on_bad_lines, parse_columns(a.columns), a.time_unit, sep, events, a.session_gap)
