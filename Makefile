@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch's CPU build is picked up from a local wheel directory where the machine has one.
 PIP_FLAGS ?= -q
 
-.PHONY: run test lint clean
+.PHONY: run test lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) mlruns mlflow.db .pytest_cache

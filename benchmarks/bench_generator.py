@@ -84,8 +84,10 @@ def _print_epoch(label: str):
 
 
 def train_neural(data: ProcessedDataset, name: str, preset: str, overrides: dict) -> dict:
+    from seqrec.checkpoints import Checkpointer
     from seqrec.models.registry import build_model
-    from seqrec.trainer import Checkpointer, Trainer, split_overrides
+    from seqrec.train_config import split_overrides
+    from seqrec.trainer import Trainer
 
     model_cfg, train_cfg, runtime = split_overrides(name, preset, {**overrides, "progress": False})
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,7 +22,8 @@ from seqrec.data.synthetic import YOOCHOOSE_CLICKS
 from seqrec.evaluation import evaluate
 from seqrec.models.registry import build_model
 from seqrec.optim import make_optimizer
-from seqrec.trainer import make_loader, split_overrides
+from seqrec.train_config import split_overrides
+from seqrec.trainer import make_loader
 
 
 def epoch(name: str, preset: str, overrides: dict, data: ProcessedDataset, device: torch.device, seconds: float,

@@ -26,7 +26,8 @@ def one_size(n_clicks: int, n_items: int, seconds: float, eval_sessions: int) ->
     from seqrec.evaluation import evaluate
     from seqrec.models.registry import build_model
     from seqrec.optim import make_optimizer
-    from seqrec.trainer import make_loader, split_overrides
+    from seqrec.train_config import split_overrides
+    from seqrec.trainer import make_loader
 
     started = time.perf_counter()
     path = processed(generated_clicks(n_clicks, n_items=n_items), f"synthetic-{n_clicks}-i{n_items}",

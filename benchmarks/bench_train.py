@@ -21,7 +21,8 @@ from seqrec.data.dataset import ProcessedDataset
 from seqrec.evaluation import evaluate
 from seqrec.models.registry import build_model
 from seqrec.optim import make_optimizer, make_scheduler
-from seqrec.trainer import TrainConfig, batch_loss, make_loader, split_overrides
+from seqrec.train_config import TrainConfig, split_overrides
+from seqrec.trainer import batch_loss, make_loader
 
 
 def train_epoch(model_name: str, preset: str, overrides: dict, data: ProcessedDataset) -> tuple[float, int, int]:

@@ -19,7 +19,7 @@ from dataclasses import fields
 import mlflow
 
 from seqrec import tracking
-from seqrec.trainer import RuntimeConfig
+from seqrec.train_config import RuntimeConfig
 from seqrec.workflow.report import spread
 
 METRICS = ("best_val_mrr_at_20", "test_recall_at_10", "test_mrr_at_10", "test_recall_at_20", "test_mrr_at_20")

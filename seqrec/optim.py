@@ -18,7 +18,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 if TYPE_CHECKING:
-    from seqrec.trainer import TrainConfig
+    from seqrec.train_config import TrainConfig
 
 
 class RowwiseOptimizer(Optimizer):

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
@@ -54,15 +56,36 @@ def umask_mode(directory: bool = True) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
-def write_json_atomically(path: str | Path, obj: object) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary sibling file and a rename: a reader sees the old
-    file or the new one, never half of one."""
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], object], *, durable: bool = False,
+                     keep: Path | None = None) -> None:
+    """Write ``path`` by calling ``write`` on a temporary sibling file and renaming it: a reader sees the old file
+    or the new one, never half of one, and a failed write (a full disk) leaves no partial file. ``keep``: the
+    current file is renamed to ``keep`` first (the one before it survives). ``durable``: the file is flushed and
+    fsynced before the renames, and its directory after them, so the write survives a crash of the machine."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        with open(tmp, "wb") as f:
+            write(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        if keep is not None and path.exists():
+            os.replace(path, keep)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        directory = os.open(path.parent, os.O_RDONLY)  # make the renames durable too
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def write_json_atomically(path: str | Path, obj: object) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary sibling file and a rename: a reader sees the old
+    file or the new one, never half of one."""
+    write_atomically(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))

@@ -22,8 +22,9 @@ from contextvars import ContextVar
 from pathlib import Path
 
 import mlflow
-from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import ColSpec, Schema
 
@@ -108,9 +109,11 @@ def _is_connection_error(exc: BaseException | None) -> bool:
 @contextmanager
 def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = False,
               run_name: str | None = None, experiment: str = EXPERIMENT,
-              run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+              run_id: str | None = None, system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
     """Start (or join, under ``mlflow run``; or reopen ``run_id`` to resume) a run tagged with its step.
-    An unreachable tracking server is a :class:`TrackingUnreachable` error here, before the step's work."""
+    An unreachable tracking server is a :class:`TrackingUnreachable` error here, before the step's work.
+    ``system_metrics``: log MLflow's system metrics (``system/cpu_utilization_percentage``...) while the run
+    is open (training steps); ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING``, when set, decides instead."""
     check_tracking_server()
     _leave_default_experiment(experiment)
     if not os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
@@ -118,8 +121,10 @@ def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = Fals
         mlflow.set_experiment(experiment)
     if run_id is not None:
         os.environ.pop("MLFLOW_RUN_ID", None)  # resuming: the earlier run, not the launcher's new one
+    if MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.defined:
+        system_metrics = MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get()
     with mlflow.start_run(run_id=run_id, nested=nested and run_id is None,
-                          run_name=None if run_id else run_name) as run:
+                          run_name=None if run_id else run_name, log_system_metrics=system_metrics) as run:
         mlflow.set_tags({TAG_STEP: step, TAG_CODE: code_version(), **(tags or {})})
         _tag_experiment(run.info.experiment_id)
         scope = _STEP_SCOPE.get()
@@ -155,19 +160,47 @@ def _tag_experiment(experiment_id: str) -> None:
 
 def log_file_input(path: str | Path, digest: str, name: str, context: str = "raw") -> None:
     """Log a data file as the run's input dataset, identified by its content digest."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        source = resolve_dataset_source(str(Path(path).resolve()))
-    mlflow.log_input(MetaDataset(source=source, name=name, digest=digest), context=context)
+    mlflow.log_input(MetaDataset(source=LocalSource(Path(path)), name=name, digest=digest), context=context)
+
+
+class LocalSource(DatasetSource):
+    """A dataset's local file or directory, through MLflow's public ``DatasetSource`` interface: source type
+    ``local`` and ``{"uri": <absolute path>}``, as MLflow's own local source records it (so the UI shows the
+    same, and ``mlflow.data.get_source`` reads it back as MLflow's ``LocalArtifactDatasetSource``)."""
+
+    def __init__(self, path: str | Path):
+        self._uri = str(Path(path).resolve())
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "local"
+
+    def load(self, dst_path=None) -> str:
+        return self._uri
+
+    @staticmethod
+    def _can_resolve(raw_source) -> bool:
+        return False  # built explicitly, never resolved from a raw string
+
+    @classmethod
+    def _resolve(cls, raw_source) -> LocalSource:
+        return cls(raw_source)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"uri": self._uri}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict) -> LocalSource:
+        return cls(source_dict["uri"])
 
 
 def log_json(obj: object, artifact_file: str) -> None:
-    """Log a JSON-serialisable object as an artifact file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(artifact_file).name
-        path.write_text(json.dumps(obj, indent=2))
-        parent = str(Path(artifact_file).parent)
-        mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
+    """Log a JSON-serialisable object as the artifact file ``artifact_file`` (``dir/name.json``)."""
+    mlflow.log_dict(obj, artifact_file)
 
 
 def dataset_tags(stats: dict) -> dict[str, str]:
@@ -260,9 +293,7 @@ class SplitDataset(MetaDataset):
 
 def split_dataset(data_dir: Path, data_name: str, data_digest: str, split: str, stats: dict) -> SplitDataset:
     """The MLflow dataset of one split of a processed dataset (see :class:`SplitDataset`)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        source = resolve_dataset_source(str((Path(data_dir) / "splits" / split).resolve()))
+    source = LocalSource(Path(data_dir) / "splits" / split)
     digest = hashlib.sha256(f"{data_digest}:{split}".encode()).hexdigest()[:16]
     counts = stats.get("splits", {}).get(split, {})
     profile = {k: counts[k] for k in ("sessions", "clicks", "predictions") if k in counts}

@@ -6,10 +6,9 @@ chosen number of epochs (same schedule) and report the test metrics.
 
 The loop builds the loader that a model's ``loader_spec`` names (``seqrec.data``) and carries the hidden
 state of recurrent models from batch to batch (``seqrec.models.base``). Every epoch ends with a
-checkpoint (model, optimiser, scheduler, RNG state, history: tensors and plain types, read back with
-``weights_only=True``) written to a fsynced temporary file and renamed, the one before it kept, so a
-killed run, a full disk or a corrupt file loses at most one epoch; ``resume=True`` continues it and
-reaches the same result as an uninterrupted run with the same seed.
+checkpoint (``seqrec.checkpoints``), so a killed run, a full disk or a corrupt file loses at most one epoch;
+``resume=True`` continues it and reaches the same result as an uninterrupted run with the same seed. Its
+settings are ``TrainConfig`` and ``RuntimeConfig`` (``seqrec.train_config``).
 
 Under ``torchrun`` every rank trains on its own shard with ``DistributedDataParallel``, the per-rank batch
 being ``batch_size / world_size`` so that one step sees the same number of examples, and all ranks taking
@@ -19,16 +18,11 @@ its decisions are broadcast to the others (``seqrec.distributed``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, BinaryIO
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,95 +30,20 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from seqrec import distributed
-from seqrec.configs import RangeError, above, at_least, check_ranges, check_types, one_of, ranged, share
+from seqrec.checkpoints import Checkpointer
 from seqrec.data.dataset import ProcessedDataset, SessionSplit
 from seqrec.data.loader import SequenceLoader
 from seqrec.data.session_parallel import NegativeSampler, SessionParallelBatches, session_order
-from seqrec.evaluation import SELECTION_METRIC, EvalResult, evaluate
-from seqrec.models import registry
+from seqrec.devices import resolve_device
+from seqrec.evaluation import EvalResult, evaluate
 from seqrec.models.base import LoaderSpec, SequenceModel, SessionParallel, Windows
 from seqrec.optim import clip_gradients, make_optimizer, make_scheduler
 from seqrec.progress import progress_bar, show
-
-CHECKPOINT_ROOT = Path(os.environ.get("SEQREC_CHECKPOINTS", "checkpoints"))
+from seqrec.train_config import RuntimeConfig, TrainConfig
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class TrainConfig:
-    """What the loop optimises and how: part of a run's identity (``run_key``). Each field declares the values
-    it allows (``seqrec.configs``), checked whenever a config is built."""
-
-    epochs: int = ranged(20, at_least(1))  # at most this many selection epochs
-    batch_size: int = ranged(128, at_least(1))  # rows per step, over all ranks together
-    lr: float = ranged(1e-3, above(0))  # peak learning rate
-    weight_decay: float = ranged(0.0, at_least(0))  # AdamW: matrices of the network, not embeddings or biases
-    warmup_epochs: float = ranged(0.5, at_least(0))  # linear warm-up before the cosine decay
-    clip: float = ranged(5.0, at_least(0))  # gradient 2-norm limit (0: no clipping)
-    patience: int = ranged(3, at_least(1))  # epochs without a better selection metric before stopping
-    seed: int = ranged(0, at_least(0))  # seeds the weights, dropout, sampling and shuffles
-    # adamw | adam | adagradm (Adagrad with momentum, sparse-aware)
-    optimizer: str = ranged("adamw", one_of("adamw", "adam", "adagradm"))
-    momentum: float = ranged(0.0, share())  # adagradm only
-    schedule: str = ranged("cosine", one_of("cosine", "constant"))  # cosine (after warm-up) | constant
-    refit: bool = True  # retrain on train_full for the selected epochs (False: keep the selected weights)
-    ema: float = ranged(0.0, share())  # > 0: evaluate and keep a moving average of the weights (decay per step)
-    select_metric: str = SELECTION_METRIC  # the valid metric that picks the epoch (early stopping)
-
-    def __post_init__(self) -> None:
-        check_ranges("TrainConfig", self)
-        if not self.select_metric.startswith("val_"):
-            raise RangeError("TrainConfig", f"select_metric={self.select_metric!r} must be a validation metric "
-                                            f"(val_..., e.g. {SELECTION_METRIC})")
-
-
-@dataclass
-class RuntimeConfig:
-    """Where and how a run computes and reports; not part of its identity, so not of ``run_key``."""
-
-    device: str = "auto"  # auto | cpu | cuda
-    eval_batch_size: int = ranged(512, at_least(1))  # prefixes per evaluation batch (and validation-loss batch)
-    progress: bool = True  # tqdm progress bars
-    threads: int = ranged(0, at_least(0))  # torch CPU threads (0: torch's default)
-    compile: bool = False  # torch.compile the training step's model (dynamic shapes)
-    # end the selection after the epoch that passes this wall time (0: no limit)
-    max_seconds: float = ranged(0.0, at_least(0))
-
-    def __post_init__(self) -> None:
-        check_ranges("RuntimeConfig", self)
-
-
-def split_overrides(model_name: str, preset: str, overrides: dict[str, Any]) -> tuple[Any, TrainConfig, RuntimeConfig]:
-    """The model config, ``TrainConfig`` and ``RuntimeConfig`` of a preset with ``overrides`` applied.
-
-    Each override goes to whichever of the three has the field; a field none has, a value of another type than
-    its field's, or one outside its field's range (``seqrec.configs``), is refused by name before anything is
-    built.
-    """
-    model_over, train_over = registry.preset(model_name, preset)
-    train_fields = {f.name for f in fields(TrainConfig)}
-    runtime_fields = {f.name for f in fields(RuntimeConfig)}
-    model_values = {**model_over, **{k: v for k, v in overrides.items() if k not in train_fields | runtime_fields}}
-    train_values = {**train_over, **{k: v for k, v in overrides.items() if k in train_fields}}
-    runtime_values = {k: v for k, v in overrides.items() if k in runtime_fields}
-    check_types("TrainConfig", TrainConfig, train_values)
-    check_types("RuntimeConfig", RuntimeConfig, runtime_values)
-    model_cfg = registry.make_config(model_name, model_values, also=(TrainConfig, RuntimeConfig))
-    return model_cfg, TrainConfig(**train_values), RuntimeConfig(**runtime_values)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: this rank's GPU when CUDA is available, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda was asked for but CUDA is not available")
-    return torch.device(name)
 
 
 def make_loader(spec: LoaderSpec, split: SessionSplit, batch_size: int, *, seed: int, epoch: int, train: bool,
@@ -168,126 +87,6 @@ class History:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def run_key(model_name: str, params: dict, data: ProcessedDataset, world_size: int = 1) -> str:
-    """A digest of what determines a run's result: the model, its model and training settings (seed
-    included), the dataset's digest (its content, not the path it was reached by) and the number of
-    processes (each trains its own shard). Names the run's checkpoint directory; runtime switches
-    (``RuntimeConfig``) stay out, so a run resumes under other ones."""
-    if not data.digest:
-        raise ValueError(f"{data.path}/stats.json has no digest (an old preprocess?): run the preprocess step again")
-    blob = json.dumps({"model": model_name, "params": params, "data": data.digest, "world_size": world_size},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class CheckpointError(RuntimeError):
-    """No checkpoint of a run can be read (truncated, corrupt, or holding more than tensors and plain types)."""
-
-
-_PLAIN_TYPES = (torch.Tensor, str, int, float, bool, type(None))
-
-
-class Checkpointer:
-    """Per-epoch checkpoints of one training run that a kill, a full disk or a corrupt file never costs
-    more than an epoch.
-
-    A state is written to a temporary file in the run's directory, flushed and fsynced; the current
-    ``last.pt`` becomes ``last.prev.pt``, and only then is the new file renamed to ``last.pt``. States
-    hold tensors and plain types only and are read with ``weights_only=True`` (no code runs on load);
-    an unreadable ``last.pt`` falls back to ``last.prev.pt``, saying so.
-    """
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        self.path = directory / "last.pt"
-        self.previous = directory / "last.prev.pt"
-        self._resumed_from_previous = False  # set by a fallback: the next save keeps the previous file
-
-    def save(self, state: dict) -> None:
-        """Write ``state`` (tensors and plain types) as the latest checkpoint, keeping the one before it."""
-        _check_plain(state, "state")
-        self._write(self.path, lambda f: torch.save(state, f), rotate=not self._resumed_from_previous)
-        self._resumed_from_previous = False
-
-    def load(self) -> dict | None:
-        """The latest readable state (``None`` when there is none); an unreadable latest one falls back to
-        the previous one, saying so, and ``CheckpointError`` names the files when neither can be read."""
-        problems = []
-        for path in (self.path, self.previous):
-            if not path.exists():
-                continue
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # corrupt bytes can fail anywhere in the zip reader or the unpickler
-                problems.append(f"{path} is unreadable ({_unreadable_because(exc)})")
-                continue
-            if path == self.previous:  # the next save must not rotate what sits at last.pt over it
-                self._resumed_from_previous = True
-                latest = problems[0] if problems else f"{self.path} is missing (a kill between two renames)"
-                print(f"checkpoint: {latest}; resuming from the previous one, {path} (epoch {state['epoch']} "
-                      f"of {state['phase']})", flush=True)
-            return state
-        if problems:
-            raise CheckpointError(f"{'; '.join(problems)}, and no earlier checkpoint of the run can be read: "
-                                  f"start a new run (resume=false)")
-        return None
-
-    def clear(self) -> None:
-        """Remove the run's checkpoints (a new run of the same key starts from scratch)."""
-        self.path.unlink(missing_ok=True)
-        self.previous.unlink(missing_ok=True)
-
-    def save_json(self, name: str, obj: dict) -> None:
-        self._write(self.directory / name, lambda f: f.write(json.dumps(obj).encode()), rotate=False)
-
-    def _write(self, target: Path, write: Callable[[BinaryIO], object], rotate: bool) -> None:
-        """Write ``target`` through a fsynced temporary file and a rename; with ``rotate`` the current
-        ``target`` becomes ``self.previous`` first. A failed write (a full disk) leaves no partial file."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        if rotate and target.exists():
-            os.replace(target, self.previous)
-        os.replace(tmp, target)
-        directory = os.open(self.directory, os.O_RDONLY)  # make the renames durable too
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
-def _check_plain(obj: Any, where: str) -> None:
-    """Refuse what ``torch.load(weights_only=True)`` would not read back: anything but tensors, plain
-    types and dicts, lists and tuples of them (named by its place in the state)."""
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            _check_plain(key, f"{where} key")
-            _check_plain(value, f"{where}[{key!r}]")
-    elif isinstance(obj, list | tuple):
-        for i, value in enumerate(obj):
-            _check_plain(value, f"{where}[{i}]")
-    elif not isinstance(obj, _PLAIN_TYPES):
-        raise TypeError(f"checkpoint {where} is a {type(obj).__name__}, not a tensor or plain type: "
-                        f"convert it before saving (checkpoints are read with weights_only=True)")
-
-
-def _unreadable_because(exc: Exception) -> str:
-    """Why ``torch.load`` could not read a checkpoint, in one line (its weights-only refusals run to paragraphs)."""
-    text = str(exc).strip()
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if refused:
-        return f"it holds a {refused.group(1)}, not only tensors and plain types, refused by weights_only=True"
-    first = text.splitlines()[0].split(". ")[0] if text else "empty file"
-    return f"truncated or corrupt: {type(exc).__name__}: {first}"
 
 
 EpochCallback = Callable[[str, int, dict], None]

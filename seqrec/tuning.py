@@ -366,7 +366,7 @@ def save_preset(model: str, name: str, base: str, overrides: dict[str, Any]) -> 
     from dataclasses import fields
 
     from seqrec.models import presets, registry
-    from seqrec.trainer import RuntimeConfig, TrainConfig
+    from seqrec.train_config import RuntimeConfig, TrainConfig
 
     if model not in registry.MODELS:
         raise ValueError(f"write_preset: presets are for the neural models {sorted(registry.MODELS)}, not {model}")

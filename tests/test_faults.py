@@ -122,7 +122,7 @@ def test_kill_during_training_then_resume_reaches_the_uninterrupted_result(proce
 
     over = {"progress": False, "epochs": 2, "patience": 2, "threads": 1}
     argv = ["--data", str(processed), "--preset", "tiny", *[str(x) for k, v in over.items() for x in (f"--{k}", v)]]
-    code = ("from seqrec.trainer import Checkpointer\n"
+    code = ("from seqrec.checkpoints import Checkpointer\n"
             "inject(Checkpointer, 'save', 1, after=True)\n"  # killed once epoch 1's checkpoint is written
             "from seqrec.workflow.neural import cli\n"
             f"sys.exit(cli('meanemb', {argv!r}))\n")

@@ -8,9 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from seqrec.checkpoints import Checkpointer
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.models.registry import build_model
-from seqrec.trainer import Checkpointer, Trainer, split_overrides
+from seqrec.train_config import split_overrides
+from seqrec.trainer import Trainer
 from seqrec.workflow import main as workflow_main
 from seqrec.workflow.main import MainParams, neural_plan, selection_seconds
 

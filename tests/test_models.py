@@ -10,8 +10,8 @@ from seqrec.models.base import SequenceModel, SessionParallel, Windows
 from seqrec.models.registry import MODELS, build_model, preset
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "seqrec" / "models"
-FORBIDDEN = ("seqrec.trainer", "seqrec.tracking", "seqrec.workflow", "mlflow",
-             "seqrec.data.loader", "seqrec.data.session_parallel", "seqrec.data.readers")
+FORBIDDEN = ("seqrec.trainer", "seqrec.checkpoints", "seqrec.train_config", "seqrec.tracking", "seqrec.workflow",
+             "mlflow", "seqrec.data.loader", "seqrec.data.session_parallel", "seqrec.data.readers")
 
 
 def tiny(name: str, n_items: int = 20) -> SequenceModel:

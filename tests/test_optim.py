@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from seqrec.optim import LazyAdamW, clip_gradients, make_optimizer
-from seqrec.trainer import TrainConfig
+from seqrec.train_config import TrainConfig
 
 
 def test_lazy_adamw_matches_adamw_on_dense_gradients():

@@ -31,7 +31,7 @@ from seqrec.data.preprocess import PreprocessConfig
 from seqrec.data.readers import ReadOptions
 from seqrec.models import presets, registry
 from seqrec.models.baselines import BASELINES, make_baseline
-from seqrec.trainer import split_overrides
+from seqrec.train_config import split_overrides
 from seqrec.workflow.neural import cli
 from seqrec.workflow.tune import TuneParams, run_tune
 

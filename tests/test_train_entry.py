@@ -15,7 +15,7 @@ import steps.train_gru
 import steps.train_sasrec
 from seqrec import tuning
 from seqrec.models import presets, registry
-from seqrec.trainer import split_overrides
+from seqrec.train_config import split_overrides
 from seqrec.workflow import main as workflow_main
 
 METRICS = {"test_recall_at_20": 0.5, "test_mrr_at_20": 0.25}

@@ -12,19 +12,12 @@ import pytest
 import torch
 
 from seqrec import tracking
+from seqrec.checkpoints import Checkpointer, CheckpointError, run_key
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.models.base import SequenceModel, Windows
 from seqrec.models.sasrec import SASRec
-from seqrec.trainer import (
-    Checkpointer,
-    CheckpointError,
-    RuntimeConfig,
-    TrainConfig,
-    Trainer,
-    TrainingDiverged,
-    run_key,
-    split_overrides,
-)
+from seqrec.train_config import RuntimeConfig, TrainConfig, split_overrides
+from seqrec.trainer import Trainer, TrainingDiverged
 from seqrec.workflow.neural import cli, epoch_logger, run_neural
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,7 +330,7 @@ def test_a_failed_write_keeps_the_last_checkpoint_and_leaves_nothing_half_writte
         f.write(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("seqrec.trainer.torch.save", disk_full)
+    monkeypatch.setattr("seqrec.checkpoints.torch.save", disk_full)
     with pytest.raises(OSError, match="No space left"):
         ckpt.save({"epoch": 2, "phase": "select"})
     assert ckpt.load()["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

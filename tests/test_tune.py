@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from seqrec import tuning
+from seqrec.checkpoints import Checkpointer
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.preprocess import PreprocessConfig, preprocess
 from seqrec.data.readers import read_clicks
@@ -21,7 +22,8 @@ from seqrec.data.synthetic import SyntheticConfig, generate
 from seqrec.models import presets, registry
 from seqrec.models.meanemb import MeanEmb
 from seqrec.significance import compare_ranks, paired_bootstrap
-from seqrec.trainer import Checkpointer, TrainConfig, Trainer, split_overrides
+from seqrec.train_config import TrainConfig, split_overrides
+from seqrec.trainer import Trainer
 from seqrec.workflow import tune as tune_workflow
 from seqrec.workflow.main import best_against_runner_up, comparison_markdown, comparison_rows
 from seqrec.workflow.tune import TuneParams, run_tune

@@ -142,12 +142,26 @@ def _group_max(values: np.ndarray, starts: np.ndarray, n_groups: int, empty: flo
     return out
 
 
-def build(items: np.ndarray, offsets: np.ndarray, times: np.ndarray | None, stats: ItemStats,
-          labels: BasketLabels | None = None, folds: int = 0) -> Features:
-    """Features of the sessions ``items``/``offsets`` (flat dense ids, session offsets; ``times`` per click or
-    None). ``labels``: the sessions' buys, for the training targets; ``folds`` > 1: they are also the labels
-    ``stats`` was counted from (the training split), and the buy counts are taken out of fold (module docstring)."""
-    n, n_items = len(offsets) - 1, stats.n_items
+@dataclass
+class _Clicks:
+    """Where each click of a batch of sessions sits: its session, its position there and its candidate, with the
+    clicks of each candidate grouped together (``order``, each group starting at ``cand_starts``)."""
+
+    n: int  # sessions
+    p: int  # candidates
+    lengths: np.ndarray  # [S] clicks per session
+    cands: Candidates
+    cand_of_click: np.ndarray  # [N] candidate of each click
+    order: np.ndarray  # [N] the clicks grouped by candidate
+    cand_starts: np.ndarray  # [P] where each candidate's group starts in ``order``
+    sess_of_click: np.ndarray  # [N] session of each click
+    pos: np.ndarray  # [N] position of each click in its session
+    count: np.ndarray  # [P] clicks of each candidate (float64)
+    is_last: np.ndarray  # [P] the candidate is its session's last click
+
+
+def _clicks(items: np.ndarray, offsets: np.ndarray, n_items: int) -> _Clicks:
+    n = len(offsets) - 1
     lengths = np.diff(offsets).astype(np.int64)
     cands, cand_of_click, order = candidates_of(items, offsets, n_items)
     p = len(cands.item)
@@ -157,39 +171,51 @@ def build(items: np.ndarray, offsets: np.ndarray, times: np.ndarray | None, stat
     first_click = np.ones(len(order), dtype=bool)
     first_click[1:] = cand_of_click[order][1:] != cand_of_click[order][:-1]
     cand_starts = np.flatnonzero(first_click)
-    first_pos = np.minimum.reduceat(pos[order], cand_starts) if p else np.zeros(0)
-    last_pos = np.maximum.reduceat(pos[order], cand_starts) if p else np.zeros(0)
-    length_of_cand = lengths[cands.session].astype(np.float64)
-    if times is not None:
-        t = np.asarray(times, dtype=np.float64)
-        dwell = np.full(len(items), np.nan)
-        same = np.zeros(len(items), dtype=bool)
-        same[:-1] = sess_of_click[1:] == sess_of_click[:-1]
-        dwell[:-1][same[:-1]] = (t[1:] - t[:-1])[same[:-1]]
-        dwell0 = np.nan_to_num(dwell)
-        dwell_sum = np.bincount(cand_of_click, weights=dwell0, minlength=p)
-        dwell_max = np.maximum.reduceat(dwell0[order], cand_starts) if p else np.zeros(0)
-        end = t[offsets[1:] - 1]
-        last_t = np.maximum.reduceat(t[order], cand_starts) if p else np.zeros(0)
-        to_end = end[cands.session] - last_t
-        duration = end - t[offsets[:-1]]
-        n_dwell = np.maximum(lengths - 1, 1)
-        dwell_mean = np.bincount(sess_of_click, weights=dwell0, minlength=n) / n_dwell
-        log_dwell_mean = np.bincount(sess_of_click, weights=np.log1p(dwell0), minlength=n) / n_dwell
-        dwell_smax = _group_max(dwell0, offsets[:-1], n, 0.0)
-        hour = (end % 86_400) / 3600.0
-        weekday = ((end // 86_400) + 3) % 7  # 1970-01-01 was a Thursday: Monday = 0
-    else:
-        dwell_sum = dwell_max = to_end = np.full(p, np.nan)
-        duration = dwell_mean = log_dwell_mean = dwell_smax = hour = weekday = np.full(n, np.nan)
-    label_pair = _pair_labels(cands, labels, n_items) if labels is not None else None
+    is_last = np.zeros(p, dtype=bool)
+    is_last[cand_of_click[offsets[1:] - 1]] = True
+    return _Clicks(n, p, lengths, cands, cand_of_click, order, cand_starts, sess_of_click, pos, count, is_last)
+
+
+def _time_features(c: _Clicks, offsets: np.ndarray,
+                   times: np.ndarray | None) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """The features that need click times (all NaN without them): per candidate ``(dwell_sum, dwell_max,
+    to_end)``, per session ``(duration, dwell_mean, dwell_smax, hour, weekday, log_dwell_mean)``."""
+    n, p = c.n, c.p
+    if times is None:
+        return (np.full(p, np.nan),) * 3, (np.full(n, np.nan),) * 6
+    t = np.asarray(times, dtype=np.float64)
+    dwell = np.full(len(t), np.nan)
+    same = np.zeros(len(t), dtype=bool)
+    same[:-1] = c.sess_of_click[1:] == c.sess_of_click[:-1]
+    dwell[:-1][same[:-1]] = (t[1:] - t[:-1])[same[:-1]]
+    dwell0 = np.nan_to_num(dwell)
+    dwell_sum = np.bincount(c.cand_of_click, weights=dwell0, minlength=p)
+    dwell_max = np.maximum.reduceat(dwell0[c.order], c.cand_starts) if p else np.zeros(0)
+    end = t[offsets[1:] - 1]
+    last_t = np.maximum.reduceat(t[c.order], c.cand_starts) if p else np.zeros(0)
+    to_end = end[c.cands.session] - last_t
+    duration = end - t[offsets[:-1]]
+    n_dwell = np.maximum(c.lengths - 1, 1)
+    dwell_mean = np.bincount(c.sess_of_click, weights=dwell0, minlength=n) / n_dwell
+    log_dwell_mean = np.bincount(c.sess_of_click, weights=np.log1p(dwell0), minlength=n) / n_dwell
+    dwell_smax = _group_max(dwell0, offsets[:-1], n, 0.0)
+    hour = (end % 86_400) / 3600.0
+    weekday = ((end // 86_400) + 3) % 7  # 1970-01-01 was a Thursday: Monday = 0
+    return (dwell_sum, dwell_max, to_end), (duration, dwell_mean, dwell_smax, hour, weekday, log_dwell_mean)
+
+
+def _buy_rates(c: _Clicks, stats: ItemStats, labels: BasketLabels | None, label_pair: np.ndarray | None,
+               folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates' smoothed buy rate and training buys of their item; with ``folds`` > 1 the counts of the
+    session's own fold are taken out (module docstring)."""
+    cands = c.cands
     bought_sessions = stats.bought_sessions[cands.item].astype(np.float64)
     clicked_sessions = stats.clicked_sessions[cands.item].astype(np.float64)
     bought_all = stats.bought[cands.item].astype(np.float64)
     base = None
     if folds > 1:  # subtract the counts of the session's own fold
-        fold = np.arange(n) % folds
-        width = n_items + 1
+        fold = np.arange(c.n) % folds
+        width = stats.n_items + 1
         key = fold[cands.session] * width + cands.item
         size = folds * width
         bought_sessions -= np.bincount(key[label_pair], minlength=size)[key]
@@ -198,25 +224,53 @@ def build(items: np.ndarray, offsets: np.ndarray, times: np.ndarray | None, stat
         pairs_of = np.bincount(fold[cands.session], minlength=folds)
         bought_of = np.bincount(fold[cands.session][label_pair], minlength=folds)
         base = ((bought_of.sum() - bought_of) / np.maximum(pairs_of.sum() - pairs_of, 1))[fold[cands.session]]
-    rate = stats.rate(bought_sessions, clicked_sessions, base)
-    is_last = np.zeros(p, dtype=bool)
-    is_last[cand_of_click[offsets[1:] - 1]] = True
-    cat = stats.category[cands.item]
-    pair = np.column_stack([
+    return stats.rate(bought_sessions, clicked_sessions, base), bought_all
+
+
+def _pair_matrix(c: _Clicks, stats: ItemStats, timed: tuple[np.ndarray, ...], rate: np.ndarray,
+                 bought_all: np.ndarray) -> np.ndarray:
+    """``[P, len(PAIR_FEATURES)]``."""
+    dwell_sum, dwell_max, to_end = timed
+    first_pos = np.minimum.reduceat(c.pos[c.order], c.cand_starts) if c.p else np.zeros(0)
+    last_pos = np.maximum.reduceat(c.pos[c.order], c.cand_starts) if c.p else np.zeros(0)
+    length_of_cand = c.lengths[c.cands.session].astype(np.float64)
+    cat = stats.category[c.cands.item]
+    count = c.count
+    return np.column_stack([
         count, count / length_of_cand, first_pos / length_of_cand, length_of_cand - 1 - last_pos, dwell_sum,
-        dwell_max, to_end, is_last, np.log1p(stats.clicks[cands.item]), rate, np.log1p(bought_all), cat,
+        dwell_max, to_end, c.is_last, np.log1p(stats.clicks[c.cands.item]), rate, np.log1p(bought_all), cat,
     ]).astype(np.float32)
+
+
+def _session_matrix(c: _Clicks, items: np.ndarray, stats: ItemStats, timed: tuple[np.ndarray, ...],
+                    rate: np.ndarray) -> np.ndarray:
+    """``[S, len(SESSION_FEATURES)]``."""
+    duration, dwell_mean, dwell_smax, hour, weekday, log_dwell_mean = timed
+    n, cands, lengths = c.n, c.cands, c.lengths
     distinct = np.diff(cands.start).astype(np.float64)
-    special = np.bincount(sess_of_click, weights=(stats.category[items] == 1).astype(np.float64), minlength=n)
+    special = np.bincount(c.sess_of_click, weights=(stats.category[items] == 1).astype(np.float64), minlength=n)
     mean_rate = np.bincount(cands.session, weights=rate, minlength=n) / np.maximum(distinct, 1)
-    click_rate = np.bincount(cands.session, weights=rate * count, minlength=n) / np.maximum(lengths, 1)
+    click_rate = np.bincount(cands.session, weights=rate * c.count, minlength=n) / np.maximum(lengths, 1)
     last_rate = np.zeros(n)
-    last_rate[cands.session[is_last]] = rate[is_last]
-    session = np.column_stack([
+    last_rate[cands.session[c.is_last]] = rate[c.is_last]
+    return np.column_stack([
         lengths, distinct, duration, dwell_mean, dwell_smax, hour, weekday,
-        _group_max(count, cands.start[:-1], n, 0.0) / np.maximum(lengths, 1),
+        _group_max(c.count, cands.start[:-1], n, 0.0) / np.maximum(lengths, 1),
         _group_max(rate, cands.start[:-1], n, 0.0), mean_rate, special / np.maximum(lengths, 1), log_dwell_mean,
         click_rate, last_rate,
     ]).astype(np.float32)
-    label_buy = labels.buying(n) if labels is not None else None
-    return Features(session, pair, cands, label_buy, label_pair, np.asarray(items), np.asarray(offsets))
+
+
+def build(items: np.ndarray, offsets: np.ndarray, times: np.ndarray | None, stats: ItemStats,
+          labels: BasketLabels | None = None, folds: int = 0) -> Features:
+    """Features of the sessions ``items``/``offsets`` (flat dense ids, session offsets; ``times`` per click or
+    None). ``labels``: the sessions' buys, for the training targets; ``folds`` > 1: they are also the labels
+    ``stats`` was counted from (the training split), and the buy counts are taken out of fold (module docstring)."""
+    clicks = _clicks(items, offsets, stats.n_items)
+    timed_pair, timed_session = _time_features(clicks, offsets, times)
+    label_pair = _pair_labels(clicks.cands, labels, stats.n_items) if labels is not None else None
+    rate, bought_all = _buy_rates(clicks, stats, labels, label_pair, folds)
+    pair = _pair_matrix(clicks, stats, timed_pair, rate, bought_all)
+    session = _session_matrix(clicks, items, stats, timed_session, rate)
+    label_buy = labels.buying(clicks.n) if labels is not None else None
+    return Features(session, pair, clicks.cands, label_buy, label_pair, np.asarray(items), np.asarray(offsets))

@@ -1,6 +1,6 @@
 """Named settings of every neural model, as plain data: ``PRESETS[model][preset] = {"model": ..., "train": ...}``.
 
-``model`` overrides fields of the model's config class, ``train`` fields of ``seqrec.trainer.TrainConfig``.
+``model`` overrides fields of the model's config class, ``train`` fields of ``seqrec.train_config.TrainConfig``.
 Every model has ``tiny`` (seconds, for tests) and ``default`` (YooChoose-size data); ``sample`` is tuned
 on the real YooChoose sample's valid split (see the README); GRU4Rec adds ``small``, ``medium`` and
 ``large``. ``PRESET_FOR`` names the preset that ``train`` and ``main`` use for each model. Presets written by

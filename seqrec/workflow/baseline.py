@@ -39,7 +39,8 @@ def run_baseline(data_dir: str, model: str, params: dict | None = None, max_len:
     baseline = make_baseline(model, **(params or {}))  # its settings are checked before the data is read
     data = ProcessedDataset.load(data_dir)
     tags = {tracking.TAG_MODEL: model, tracking.TAG_PRESET: "default", **tracking.dataset_tags(data.stats)}
-    with tracking.start_run("train_baseline", tags=tags, nested=nested, run_name=f"{model}-{data.name}") as run:
+    with tracking.start_run("train_baseline", tags=tags, nested=nested, run_name=f"{model}-{data.name}",
+                            system_metrics=True) as run:
         config = {"model": model, "data": str(data_dir), "max_len": max_len, **asdict(baseline.config)}
         tracking.log_params({**config, "seeds": seeds})
         datasets = log_inputs(data)

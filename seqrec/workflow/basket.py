@@ -9,10 +9,8 @@ and F1, normalised challenge score, basket Recall/NDCG@10/20), and a LoggedModel
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -166,22 +164,19 @@ def _train_neural(model: str, data: ProcessedDataset, head: dict, encoder_cfg: d
 
 
 def _plot_history(history: list[dict], title: str) -> None:
-    from seqrec.workflow.plots import plt
+    from seqrec.workflow.plots import log_figure, plt
 
-    with tempfile.TemporaryDirectory() as tmp:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        epochs = np.arange(1, len(history) + 1)
-        axes[0].plot(epochs, [r["train_loss"] for r in history], marker="o", label="train loss (train_tr)")
-        axes[0].set(xlabel="epoch", ylabel="binary cross-entropy", title=f"{title}: loss")
-        for key in ("val_buy_auc", "val_challenge_score", "val_jaccard_of_buyers", "val_basket_recall_at_10"):
-            axes[1].plot(epochs, [r[key] for r in history], marker="o", label=key)
-        axes[1].set(xlabel="epoch", title=f"{title}: validation")
-        for ax in axes:
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(Path(tmp) / "basket_curves.png", dpi=100)
-        plt.close(fig)
-        mlflow.log_artifact(str(Path(tmp) / "basket_curves.png"), "plots")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = np.arange(1, len(history) + 1)
+    axes[0].plot(epochs, [r["train_loss"] for r in history], marker="o", label="train loss (train_tr)")
+    axes[0].set(xlabel="epoch", ylabel="binary cross-entropy", title=f"{title}: loss")
+    for key in ("val_buy_auc", "val_challenge_score", "val_jaccard_of_buyers", "val_basket_recall_at_10"):
+        axes[1].plot(epochs, [r[key] for r in history], marker="o", label=key)
+    axes[1].set(xlabel="epoch", title=f"{title}: validation")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    log_figure(fig, "plots/basket_curves.png")
 
 
 def fit_array_model(model: str, head: dict, train: feats.Features):
@@ -206,7 +201,8 @@ def run_basket(data_dir: str, model: str, params: dict | None = None, nested: bo
     preset_name = str(params.get("preset", "tiny")) if model in NEURAL else "default"
     tags = {tracking.TAG_MODEL: f"basket-{model}", tracking.TAG_PRESET: preset_name, "seqrec.task": "basket",
             **tracking.dataset_tags(data.stats)}
-    with tracking.start_run("train_basket", tags=tags, nested=nested, run_name=f"basket-{model}-{data.name}") as run:
+    with tracking.start_run("train_basket", tags=tags, nested=nested, run_name=f"basket-{model}-{data.name}",
+                            system_metrics=True) as run:
         logged = {"model": model, "data": str(data_dir), "preset": preset_name, **head,
                   **({f"train.{k}": v for k, v in asdict(cfg).items()} if model in NEURAL else {}),
                   **{f"encoder.{k}": v for k, v in encoder_cfg.items()}}

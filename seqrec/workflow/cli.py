@@ -53,7 +53,8 @@ def run_step(step: str, action: Callable[[], str]) -> int:
     parameter, missing file or model) becomes one line on stderr and exit status 2."""
     from mlflow.exceptions import MlflowException
 
-    from seqrec.trainer import CheckpointError, TrainingDiverged
+    from seqrec.checkpoints import CheckpointError
+    from seqrec.trainer import TrainingDiverged
 
     try:
         summary = action()

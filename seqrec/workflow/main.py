@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -34,7 +33,7 @@ from seqrec.data.preprocess import digest_on_disk, file_digest
 from seqrec.models import registry
 from seqrec.models.baselines import BASELINES
 from seqrec.significance import RESAMPLES, compare_ranks
-from seqrec.trainer import split_overrides
+from seqrec.train_config import split_overrides
 from seqrec.version import code_version
 from seqrec.workflow.baseline import run_baseline
 from seqrec.workflow.eda import run_eda
@@ -380,11 +379,11 @@ def log_comparison(rows: list[dict], decision: dict) -> None:
     if significance is not None:
         mlflow.log_metrics({f"significance_p_{r['metric']}": r["p_value"] for r in significance["results"]})
         tracking.log_json(significance, "significance.json")
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "comparison.md").write_text(table)
-        mlflow.log_artifact(str(Path(tmp) / "comparison.md"))
-        if rows:
-            mlflow.log_artifact(str(comparison_chart(rows, Path(tmp) / "comparison.png")))
+    mlflow.log_text(table, "comparison.md")
+    if rows:
+        from seqrec.workflow.plots import log_figure
+
+        log_figure(comparison_chart(rows), "comparison.png")
 
 
 def comparison_rows(run_ids: list[str]) -> list[dict]:
@@ -451,12 +450,11 @@ def best_against_runner_up(rows: list[dict], resamples: int = RESAMPLES) -> dict
             "predictions": int(ranks[0].shape[-1]), "resamples": resamples, "results": [r.to_dict() for r in results]}
 
 
-def comparison_chart(rows: list[dict], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def comparison_chart(rows: list[dict]):
+    """Test Recall@20 and MRR@20 of every row, as a matplotlib figure (the caller logs and closes it)."""
     import numpy as np
+
+    from seqrec.workflow.plots import plt
 
     labels = [f"{r['model']}\n{r['preset']}" for r in rows]
     x = np.arange(len(rows))
@@ -467,6 +465,4 @@ def comparison_chart(rows: list[dict], path: Path) -> Path:
     ax.set(ylabel="test metric value", ylim=(0, 1), title="Test accuracy of every model (full ranking)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,24 +27,15 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from seqrec import distributed, tracking
+from seqrec.checkpoints import CHECKPOINT_ROOT, Checkpointer, run_key
 from seqrec.configs import at_least, check_range
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.models import registry
 from seqrec.models.base import SequenceModel
 from seqrec.models.registry import build_model
-from seqrec.trainer import (
-    CHECKPOINT_ROOT,
-    Checkpointer,
-    EpochCallback,
-    History,
-    ModelFactory,
-    RuntimeConfig,
-    TrainConfig,
-    Trainer,
-    run_key,
-    split_overrides,
-)
-from seqrec.workflow.plots import plot_curves
+from seqrec.train_config import RuntimeConfig, TrainConfig, split_overrides
+from seqrec.trainer import EpochCallback, History, ModelFactory, Trainer
+from seqrec.workflow.plots import curve_figures, log_figure
 from seqrec.workflow.report import SeedResult, log_final_metrics, log_inputs, log_trained_model, seed_summary
 
 Resume = bool | Literal["auto"]
@@ -83,7 +73,7 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
     checkpointer, run_id = _checkpoint_directory(model_name, key_params, data, resume)
     tags = {tracking.TAG_MODEL: model_name, tracking.TAG_PRESET: preset, **tracking.dataset_tags(data.stats)}
     with tracking.start_run(f"train_{model_name}", tags=tags, nested=nested, run_id=run_id,
-                            run_name=f"{model_name}-{preset}-{data.name}") as run:
+                            run_name=f"{model_name}-{preset}-{data.name}", system_metrics=True) as run:
         if run_id is None:
             tracking.log_params({"data": str(data_dir), "preset": preset, "seeds": seeds, **params_logged})
             checkpointer.save_json("run.json", {"run_id": run.info.run_id})
@@ -201,9 +191,8 @@ def _best(history: History) -> dict:
 def _log_model_and_curves(model: SequenceModel, history: History, data: ProcessedDataset, title: str,
                           tags: dict[str, str], params: dict) -> str:
     """Log the loss and metric curves, the history and the model (as the run's LoggedModel); its id."""
-    with tempfile.TemporaryDirectory() as tmp:
-        for png in plot_curves(history, Path(tmp), title):
-            mlflow.log_artifact(str(png), "plots")
+    for name, fig in curve_figures(history, title).items():
+        log_figure(fig, f"plots/{name}")
     tracking.log_json(history.to_dict(), "history.json")
     return log_trained_model(model.cpu().eval(), data, model.config.max_len, tags, params=params)
 

@@ -1,4 +1,5 @@
-"""Loss and metric curves of a training run, as PNG files."""
+"""Loss and metric curves of a training run, as matplotlib figures (logged with :func:`log_figure`) or PNG
+files."""
 
 from __future__ import annotations
 
@@ -14,11 +15,22 @@ from seqrec.evaluation import EvalResult  # noqa: E402
 from seqrec.trainer import History  # noqa: E402
 
 
-def plot_curves(history: History, out_dir: Path, title: str) -> list[Path]:
-    """``loss_curves.png`` (train/valid loss per epoch) and ``metric_curves.png`` (valid Recall/MRR)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def log_figure(fig, artifact_file: str) -> None:
+    """Log a matplotlib figure as the active run's PNG artifact ``artifact_file`` (``plots/name.png``), then
+    close it."""
+    import mlflow
+
+    try:
+        mlflow.log_figure(fig, artifact_file, save_kwargs={"dpi": 100})
+    finally:
+        plt.close(fig)
+
+
+def curve_figures(history: History, title: str) -> dict[str, plt.Figure]:
+    """``loss_curves.png`` (train/valid loss per epoch) and ``metric_curves.png`` (valid Recall/MRR), by file
+    name."""
     epochs = [r["epoch"] for r in history.select]
-    paths = []
+    figures = {}
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(epochs, [r["train_loss"] for r in history.select], marker="o", label="train loss (train_tr)")
     ax.plot(epochs, [r["val_loss"] for r in history.select], marker="o", label="valid loss")
@@ -29,9 +41,7 @@ def plot_curves(history: History, out_dir: Path, title: str) -> list[Path]:
     ax.set(xlabel="epoch", ylabel="cross-entropy loss (nats)", title=f"{title}: loss")
     ax.legend()
     fig.tight_layout()
-    paths.append(out_dir / "loss_curves.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    figures["loss_curves.png"] = fig
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, label in (("val_recall_at_20", "Recall@20"), ("val_recall_at_10", "Recall@10"),
                        ("val_mrr_at_20", "MRR@20"), ("val_mrr_at_10", "MRR@10")):
@@ -40,14 +50,23 @@ def plot_curves(history: History, out_dir: Path, title: str) -> list[Path]:
     ax.set(xlabel="epoch", ylabel="metric value", title=f"{title}: validation metrics", ylim=(0, 1))
     ax.legend()
     fig.tight_layout()
-    paths.append(out_dir / "metric_curves.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    figures["metric_curves.png"] = fig
+    return figures
+
+
+def plot_curves(history: History, out_dir: Path, title: str) -> list[Path]:
+    """The curves of :func:`curve_figures`, saved as PNG files in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in curve_figures(history, title).items():
+        paths.append(out_dir / name)
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
     return paths
 
 
-def plot_by_length(result: EvalResult, path: str | Path, title: str = "Accuracy by prefix length") -> Path:
-    """Bar chart of Recall@20 and MRR@20 per prefix-length bucket, saved as a PNG."""
+def by_length_figure(result: EvalResult, title: str = "Accuracy by prefix length") -> plt.Figure:
+    """Bar chart of Recall@20 and MRR@20 per prefix-length bucket."""
     names = list(result.by_length)
     recall = [result.by_length[b]["recall_at_20"] for b in names]
     mrr = [result.by_length[b]["mrr_at_20"] for b in names]
@@ -62,6 +81,12 @@ def plot_by_length(result: EvalResult, path: str | Path, title: str = "Accuracy 
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def plot_by_length(result: EvalResult, path: str | Path, title: str = "Accuracy by prefix length") -> Path:
+    """:func:`by_length_figure`, saved as a PNG."""
+    fig = by_length_figure(result, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

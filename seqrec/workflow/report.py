@@ -16,7 +16,7 @@ from seqrec import tracking
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.evaluation import EvalResult
 from seqrec.serving.recommender import Recommender
-from seqrec.workflow.plots import plot_by_length
+from seqrec.workflow.plots import by_length_figure, log_figure
 
 TRAINING_SPLITS = ("train_tr", "valid", "train_full", "test")
 RANKING_PREFIXES = ("val_recall", "val_mrr", "val_ndcg")  # the validation metrics reported as best_val_*
@@ -33,9 +33,7 @@ def log_inputs(data: ProcessedDataset, splits: tuple[str, ...] = TRAINING_SPLITS
 def log_test_plots(result: EvalResult) -> None:
     """The by-length breakdown of a test evaluation, as JSON and as a plot."""
     tracking.log_json(result.by_length, "test_by_length.json")
-    with tempfile.TemporaryDirectory() as tmp:
-        png = plot_by_length(result, Path(tmp) / "test_by_length.png", "Test accuracy by prefix length")
-        mlflow.log_artifact(str(png), "plots")
+    log_figure(by_length_figure(result, "Test accuracy by prefix length"), "plots/test_by_length.png")
 
 
 def log_trained_model(scorer, data: ProcessedDataset, max_len: int, tags: dict[str, str],

@@ -36,12 +36,14 @@ import optuna
 from mlflow.entities import RunTag
 
 from seqrec import tracking, tuning
+from seqrec.checkpoints import Checkpointer
 from seqrec.configs import RangeError, at_least, check_ranges, ranged
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.evaluation import SELECTION_METRIC
 from seqrec.models import registry
 from seqrec.models.baselines import BASELINES, make_baseline
-from seqrec.trainer import Checkpointer, History, Trainer, TrainingDiverged, split_overrides
+from seqrec.train_config import split_overrides
+from seqrec.trainer import History, Trainer, TrainingDiverged
 from seqrec.version import code_version
 from seqrec.workflow import neural as neural_workflow
 from seqrec.workflow.baseline import run_baseline, validate_baseline
