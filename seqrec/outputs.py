@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -89,3 +90,16 @@ def write_json_atomically(path: str | Path, obj: object) -> None:
     """Write ``obj`` as JSON to ``path`` through a temporary sibling file and a rename: a reader sees the old
     file or the new one, never half of one."""
     write_atomically(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+
+
+def swap_directory(new: Path, out: Path) -> None:
+    """Put the finished directory ``new`` (a sibling of ``out``) in place of ``out``, which the caller has checked
+    (``check_output_dir``): the old one is renamed aside first and removed once the new one is in place, so a kill
+    leaves one of them whole (the aside copy is ``.NAME.old-PID``)."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, out)

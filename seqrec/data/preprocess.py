@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from seqrec.data.buys import BasketLabels, buy_stats, cutoffs, join_buys
 from seqrec.data.dataset import SPLITS, ProcessedDataset, SessionSplit
 from seqrec.data.readers import Buys, Clicks, DataFormatError
-from seqrec.outputs import check_output_dir, umask_mode
+from seqrec.outputs import check_output_dir, swap_directory, umask_mode
 from seqrec.version import preprocess_code_version
 
 DAY = 86_400.0
@@ -392,13 +392,7 @@ def _write_atomically(out: Path, stats: dict, splits: dict[str, SessionSplit], v
         if buys is not None:
             pq.write_table(pa.table({c: getattr(buys, c) for c in BUYS_COLUMNS}), tmp / "buys.parquet")
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        swap_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

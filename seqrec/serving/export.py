@@ -21,7 +21,7 @@ from pathlib import Path
 
 import mlflow
 
-from seqrec.outputs import check_output_dir, umask_mode
+from seqrec.outputs import check_output_dir, swap_directory, umask_mode
 
 SERVICE_DISTRIBUTIONS = ("fastapi", "starlette", "pydantic", "uvicorn", "h11")  # what seqrec.serving.api adds
 OWNED = frozenset({"MLmodel", "code", "artifacts", "requirements.txt", "python_env.yaml", "conda.yaml",
@@ -46,9 +46,7 @@ def export_model(model_uri: str, out: str | Path) -> Path:
         pins = "".join(f"{name}=={version(name)}\n" for name in SERVICE_DISTRIBUTIONS)
         (model_dir / "serve-requirements.txt").write_text(pins)
         model_dir.chmod(umask_mode())
-        if out.exists():
-            shutil.rmtree(out)  # empty, or an earlier export (checked above)
-        model_dir.rename(out)
+        swap_directory(model_dir, out)  # empty, or an earlier export (checked above)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out

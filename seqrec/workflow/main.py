@@ -208,13 +208,21 @@ def dataset_still_there(run) -> str:
     out, logged = run.data.params.get("out_dir", ""), run.data.tags.get(tracking.TAG_DIGEST, "")
     if not out or not Path(out, "stats.json").exists():
         return f"the dataset it wrote, {out or '?'}, is gone"
-    try:
-        found = digest_on_disk(out)
-    except (OSError, ValueError, KeyError) as exc:
-        return f"{out} cannot be read back ({exc})"
+    found, unreadable = content_digest(out)
+    if unreadable:
+        return f"{out} cannot be read back ({unreadable})"
     if found != logged:
         return f"{out} no longer holds the dataset it wrote (content digest {found}, not {logged})"
     return ""
+
+
+def content_digest(path: str) -> tuple[str, str]:
+    """``(digest, "")`` of the processed dataset at ``path`` recomputed from its files, or ``("", why)`` when they
+    cannot be read back."""
+    try:
+        return digest_on_disk(path), ""
+    except (OSError, ValueError, KeyError) as exc:
+        return "", str(exc)
 
 
 def register_summary(decision: dict) -> str:
@@ -295,10 +303,9 @@ def checked_dataset(path: str) -> ProcessedDataset:
     """The processed dataset at ``path``, refused (``ValueError``) unless its content, recomputed from its files,
     is the dataset its ``stats.json`` names."""
     data = ProcessedDataset.load(path)
-    try:
-        found = digest_on_disk(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{path} cannot be read back as a processed dataset ({exc}); run preprocess again") from None
+    found, unreadable = content_digest(path)
+    if unreadable:
+        raise ValueError(f"{path} cannot be read back as a processed dataset ({unreadable}); run preprocess again")
     if found != data.digest:
         raise ValueError(f"{path} does not hold the dataset its stats.json names (content digest {found}, not "
                          f"{data.digest or 'none'}): it was changed after preprocess wrote it; run preprocess again")

@@ -16,7 +16,7 @@ from seqrec import tracking
 from seqrec.data.preprocess import PreprocessConfig, check_output, file_digest, preprocess
 from seqrec.data.readers import ReadOptions, concat_clicks, read_buys, read_clicks
 from seqrec.data.synthetic import SyntheticConfig, generate
-from seqrec.outputs import check_name, check_output_dir, umask_mode, write_json_atomically
+from seqrec.outputs import check_name, check_output_dir, swap_directory, umask_mode, write_json_atomically
 
 DEFAULT_DATA_ROOT = Path("data")
 
@@ -81,9 +81,7 @@ def generated_data(folder: Path, cfg: SyntheticConfig) -> tuple[Path, Path]:
         generate(work, cfg)
         write_json_atomically(work / "generator.json", {**wanted, "clicks": file_digest(work / "clicks.dat"),
                                                         "buys": file_digest(work / "buys.dat")})
-        if folder.exists():
-            shutil.rmtree(folder)  # empty, or only the generator's own files (checked above)
-        os.replace(work, folder)
+        swap_directory(work, folder)  # empty, or only the generator's own files (checked above)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return clicks, buys
