@@ -45,7 +45,7 @@ def main() -> None:
     pop = make_baseline("pop")
     pop.popularity, pop.n_items = popularity, a.items
     torch.manual_seed(0)
-    sasrec = SASRec(a.items, SASRecConfig(hidden=64, blocks=2, heads=2)).eval()
+    sasrec = SASRec(a.items, SASRecConfig(hidden=64, layers=2, heads=2)).eval()
     empty = [[] for _ in range(a.sessions)]
     known = [[str(i) for i in rng.integers(1, a.items + 1, 5)] for _ in range(a.sessions)]
     for name, scorer in (("pop", pop), ("sasrec", sasrec)):

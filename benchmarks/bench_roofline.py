@@ -15,7 +15,7 @@ the optimizer's elementwise updates are not counted), with backward = 2 x forwar
   last position asks; the boolean causal mask makes SDPA compute every ``Q x W`` score); output projection
   ``2*B*Q*d*d`` and feed-forward ``2 * 2*B*Q*d*f*d``. Scoring: ``2*T*C*d`` for the ``T`` targets of the
   batch against the ``C`` items the loss scores (all items for the full-softmax ``ce`` loss).
-* GRU4Rec, per layer: ``2*B*n_in*3h + 2*B*h*3h`` (the GRU cell's two matmuls); scoring ``2*B*(B + n_sample)*h``.
+* GRU4Rec, per layer: ``2*B*n_in*3h + 2*B*h*3h`` (the GRU cell's two matmuls); scoring ``2*B*(B + n_negatives)*h``.
   The carried state is detached, so the recurrent matmul's backward is 1 x its forward, not 2 x.
 
 The analytic count of one step is cross-checked with ``torch.utils.flop_counter.FlopCounterMode`` (which
@@ -71,14 +71,14 @@ def sasrec_forward_flops(model: SASRec, batch: Any) -> int:
     d, f = cfg.hidden, cfg.ffn_mult
     prefixes = cfg.train_on == "prefixes"
     total = 0
-    for i in range(cfg.blocks):
-        q = 1 if prefixes and i == cfg.blocks - 1 else w  # queries (and projected / fed-forward positions)
+    for i in range(cfg.layers):
+        q = 1 if prefixes and i == cfg.layers - 1 else w  # queries (and projected / fed-forward positions)
         total += 2 * b * w * d * 3 * d  # QKV of every position (keys and values are always needed)
         total += 2 * 2 * b * q * w * d  # scores q.k and weighted sums of v, over all heads
         total += 2 * b * q * d * d + 2 * 2 * b * q * d * f * d  # output projection, feed-forward
     n_targets = b if prefixes else int((targets > 0).sum())
     # the full-softmax ce loss scores every item; sampled: the batch's distinct targets plus the negatives
-    scored = model.n_items if cfg.loss == "ce" else len(targets[targets > 0].unique()) + cfg.n_negatives
+    scored = model.n_items if cfg.loss == "full" else len(targets[targets > 0].unique()) + cfg.n_negatives
     return total + 2 * n_targets * scored * d
 
 
@@ -94,7 +94,7 @@ def gru4rec_step_flops(model: GRU4Rec, batch: Any) -> int:
     for cell in model.cells:
         n_in = cell.weight_ih.shape[1] if isinstance(cell, torch.nn.GRUCell) else 0  # one-hot input: a lookup
         total += 3 * (2 * b * n_in * 3 * h) + 2 * (2 * b * h * 3 * h)  # input, recurrent weights of the 3 gates
-    return total + 3 * (2 * b * (b + cfg.n_sample) * h)
+    return total + 3 * (2 * b * (b + cfg.n_negatives) * h)
 
 
 def step_flops(model: SequenceModel, batch: Any) -> int:

@@ -52,7 +52,7 @@ def train_epoch(model_name: str, preset: str, overrides: dict, data: ProcessedDa
     return seconds, windows, split.n_predictions, model
 
 
-SASREC_64 = {"hidden": 64, "blocks": 2, "heads": 2, "max_len": 50, "batch_size": 256}
+SASREC_64 = {"hidden": 64, "layers": 2, "heads": 2, "max_len": 50, "batch_size": 256}
 
 
 def report(label: str, path, tuned_preset: bool) -> None:
@@ -64,7 +64,7 @@ def report(label: str, path, tuned_preset: bool) -> None:
         ("sasrec", "default", {**SASREC_64, "train_on": "prefixes"}),
         *([("sasrec", "sample", {})] if tuned_preset else []),
         ("gru4rec", "small", {}),
-        ("gru4rec", "sample", {"hidden": 100, "batch_size": 32, "n_sample": 2048}),
+        ("gru4rec", "sample", {"hidden": 100, "batch_size": 32, "n_negatives": 2048}),
     ]
     for name, preset, overrides in setups:
         seconds, sequences, targets, model = train_epoch(name, preset, overrides, data)

@@ -11,18 +11,23 @@ declares the values each field allows next to the field, as data::
 
     hidden: int = ranged(64, at_least(1))
     dropout: float = ranged(0.2, share())
-    loss: str = ranged("ce", one_of("ce", "sampled"))
+    loss: str = ranged("full", one_of("full", "sampled"))
 
 and its ``__post_init__`` calls ``check_ranges(owner, self)`` (plus any check relating two fields, such as
 ``heads`` dividing ``hidden``), so that every way of building it (presets, overrides, tuning trials, code) is
 checked before any data is read or any MLflow run is started. A value out of its range is a ``RangeError`` (a
 ``ValueError``) that names the owner, the field, the value and the range: ``TrainConfig: epochs=-1 must be >= 1``.
+
+Names. One concept has one name in every model (the glossary in ``docs/models.md``); a config class may list the
+names a field had before (``aliases``, old name -> field) and old values of a field (``value_aliases``, field ->
+old value -> value), which ``resolve_aliases`` accepts with a ``FutureWarning`` until they are removed.
 """
 
 from __future__ import annotations
 
 import numbers
 import typing
+import warnings
 from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any
@@ -104,6 +109,7 @@ class Range:
             return any(value == c and type(value) is type(c) for c in self.choices)
         if not isinstance(value, numbers.Real) or isinstance(value, bool):
             return False
+        value = float(value)
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         below = self.high is None or (value < self.high if self.high_open else value <= self.high)
         return above and below
@@ -161,3 +167,26 @@ def check_ranges(owner: str, config: Any) -> None:
     for f in fields(config):
         if "range" in f.metadata:
             check_range(owner, f.name, getattr(config, f.name), f.metadata["range"])
+
+
+def resolve_aliases(owner: str, config_class: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the old names and old values that ``config_class`` still accepts replaced by the current
+    ones, each with a ``FutureWarning`` naming both; an old name given together with its new one is refused."""
+    aliases: dict[str, str] = getattr(config_class, "aliases", {})
+    value_aliases: dict[str, dict[Any, Any]] = getattr(config_class, "value_aliases", {})
+    resolved = dict(values)
+    for old, new in aliases.items():
+        if old not in resolved:
+            continue
+        if new in resolved:
+            raise ValueError(f"{owner}: {old} and {new} are the same setting ({old} is its old name); give {new} only")
+        resolved[new] = resolved.pop(old)
+        warnings.warn(f"{owner}: {old} is now called {new}; the old name will stop working in a later release",
+                      FutureWarning, stacklevel=3)
+    for name, renamed in value_aliases.items():
+        value = resolved.get(name)
+        if isinstance(value, str) and value in renamed:
+            resolved[name] = renamed[value]
+            warnings.warn(f"{owner}: {name}={value!r} is now {name}={renamed[value]!r}; the old value will stop "
+                          f"working in a later release", FutureWarning, stacklevel=3)
+    return resolved

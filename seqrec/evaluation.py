@@ -6,23 +6,22 @@ last ``max_len``; target: click i). A model scores a batch of left-padded prefix
 item (``[B, n_items + 1]``, column 0 = padding, never ranked). The rank of the target is the number
 of items scoring greater than OR EQUAL to it (ties count against the model), or NaN (a model that
 emits NaN is punished, not rewarded); a NaN target score ranks last. Scoring happens in
-batches on the model's device. Sequence models (``seqrec.models.base.SequenceModel``: session states,
-then item scores) are ranked against the catalogue in item chunks, so memory stays bounded by
-``SCORE_BUDGET`` scores however many items there are; other models score whole rows and the batch
-shrinks instead.
+batches on the model's device. Models that score in two steps (``StateScorer``: session states, then
+item scores, as every ``seqrec.models`` sequence model does) are ranked against the catalogue in item
+chunks, so memory stays bounded by ``SCORE_BUDGET`` scores however many items there are; other models
+score whole rows and the batch shrinks instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from seqrec.data.dataset import SessionSplit, gather_windows
 from seqrec.devices import device_of
-from seqrec.models.base import SequenceModel
 from seqrec.progress import progress_bar
 
 KS = (10, 20)
@@ -33,14 +32,24 @@ SCORE_BUDGET = 1 << 25  # floats per scored batch: bounds memory for huge catalo
 
 
 class Scorer(Protocol):
-    """What the evaluator needs from any model: scores of every item for a batch of prefixes.
-
-    A ``SequenceModel`` (``seqrec.models.base``) is ranked through its session states and item scores
-    instead, in item chunks.
-    """
+    """What the evaluator needs from any model: scores of every item for a batch of prefixes."""
 
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         """``inputs``: LongTensor ``[B, L]`` left-padded with 0 -> scores ``[B, n_items + 1]``."""
+        ...
+
+
+@runtime_checkable
+class StateScorer(Protocol):
+    """A model that scores in two steps, which the evaluator ranks in item chunks of bounded memory (the
+    sequence models of ``seqrec.models`` are such models; the evaluator does not depend on that package)."""
+
+    def session_states(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``inputs`` ``[B, L]`` left-padded prefixes -> ``[B, d]``."""
+        ...
+
+    def score_items(self, states: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[B, I]`` of item ids ``items`` ``[I]`` for ``states`` ``[B, d]``."""
         ...
 
 
@@ -86,7 +95,7 @@ class _Ranking:
         k = min(self.top_k, scores.shape[1])
         values, index = scores.topk(k, dim=1)
         items = ids[index]
-        if self.top_scores is not None:
+        if self.top_scores is not None and self.top_items is not None:
             values, items = torch.cat([self.top_scores, values], 1), torch.cat([self.top_items, items], 1)
             values, index = values.topk(min(self.top_k, values.shape[1]), dim=1)
             items = items.gather(1, index)
@@ -112,10 +121,10 @@ def _rank_rows(scores: torch.Tensor, targets: torch.Tensor, top_k: int) -> _Rank
     return ranking
 
 
-def _rank_batch(model: Scorer, inputs: torch.Tensor, targets: torch.Tensor, n_items: int,
+def _rank_batch(model: Scorer | StateScorer, inputs: torch.Tensor, targets: torch.Tensor, n_items: int,
                 top_k: int) -> _Ranking:
-    """Rank one batch of prefixes: in item chunks for a ``SequenceModel``, in one block otherwise."""
-    if isinstance(model, SequenceModel):
+    """Rank one batch of prefixes: in item chunks for a ``StateScorer``, in one block otherwise."""
+    if isinstance(model, StateScorer):
         states = model.session_states(inputs)
         ranking = _Ranking(targets, model.score_items(states, targets).diagonal(), n_items, top_k)
         chunk = max(1, SCORE_BUDGET // len(inputs))
@@ -127,8 +136,8 @@ def _rank_batch(model: Scorer, inputs: torch.Tensor, targets: torch.Tensor, n_it
     return _rank_rows(scores, targets.to(scores.device), top_k)
 
 
-def _batch_size_for(model: Scorer, n_items: int, requested: int) -> int:
-    if isinstance(model, SequenceModel):
+def _batch_size_for(model: Scorer | StateScorer, n_items: int, requested: int) -> int:
+    if isinstance(model, StateScorer):
         return requested  # items are chunked instead
     return max(1, min(requested, SCORE_BUDGET // (n_items + 1)))
 
@@ -145,7 +154,7 @@ class _Ranked:
 
 @torch.no_grad()
 def evaluate(
-    model: Scorer | SequenceModel,
+    model: Scorer | StateScorer,
     split: SessionSplit,
     n_items: int,
     max_len: int = 50,
@@ -155,12 +164,13 @@ def evaluate(
     desc: str = "evaluate",
 ) -> EvalResult:
     """Rank every next click of ``split`` against all items; see the module docstring."""
-    was_training = isinstance(model, torch.nn.Module) and model.training
-    if isinstance(model, torch.nn.Module):
-        model.eval()
+    module = model if isinstance(model, torch.nn.Module) else None
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     ranked = _rank_split(model, split, n_items, max_len, batch_size, progress, desc)
-    if was_training:
-        model.train()
+    if module is not None and was_training:
+        module.train()
     metrics = _metrics(ranked.ranks)
     metrics.update(_coverage_and_popularity(ranked.recommended, n_items, popularity))
     metrics["tied_predictions"] = float(ranked.tied.sum())
@@ -168,7 +178,7 @@ def evaluate(
     return EvalResult(metrics, _by_length(ranked.ranks, ranked.prefix_len), ranked.ranks)
 
 
-def _rank_split(model: Scorer | SequenceModel, split: SessionSplit, n_items: int, max_len: int, batch_size: int,
+def _rank_split(model: Scorer | StateScorer, split: SessionSplit, n_items: int, max_len: int, batch_size: int,
                 progress: bool, desc: str) -> _Ranked:
     """Rank the target of every prediction of ``split``, batch by batch on the model's device; the results
     come back in the split's prediction order."""
@@ -191,6 +201,7 @@ def _rank_split(model: Scorer | SequenceModel, split: SessionSplit, n_items: int
         ranking = _rank_batch(model, inputs, torch.from_numpy(items[targets[lo:hi]]).to(device), n_items, max(KS))
         rank, tie = ranking.result()
         ranks[lo:hi], tied[lo:hi] = rank.cpu().numpy(), tie.cpu().numpy()
+        assert ranking.top_items is not None  # set by the first item chunk
         recommended += np.bincount(ranking.top_items.cpu().numpy().ravel(), minlength=n_items + 1)
     unsorted = np.empty_like(order)
     unsorted[order] = np.arange(n)

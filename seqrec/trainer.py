@@ -57,10 +57,10 @@ def make_loader(spec: LoaderSpec, split: SessionSplit, batch_size: int, *, seed:
     if isinstance(spec, SessionParallel):
         order = session_order(split, train and spec.session_order == "shuffle", seed, epoch, rank, world_size)
         sampler = None
-        if train and spec.n_sample > 0:
+        if train and spec.n_negatives > 0:
             if popularity is None:
                 raise ValueError("session-parallel negatives need the items' popularity")
-            sampler = NegativeSampler(popularity, spec.n_sample, spec.sample_alpha, spec.sample_store, device)
+            sampler = NegativeSampler(popularity, spec.n_negatives, spec.sample_alpha, spec.sample_store, device)
         return SessionParallelBatches(split, batch_size, order, sampler)
     raise TypeError(f"no loader for {spec!r}")
 

@@ -6,7 +6,7 @@ from seqrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 
 def model(**kw):
     torch.manual_seed(0)
-    cfg = BERT4RecConfig(max_len=8, hidden=16, blocks=2, heads=2, dropout=0.0, emb_dropout=0.0, **kw)
+    cfg = BERT4RecConfig(max_len=8, hidden=16, layers=2, heads=2, dropout=0.0, emb_dropout=0.0, **kw)
     return BERT4Rec(30, cfg).eval()
 
 

@@ -20,7 +20,7 @@ def split_of(sessions, starts=None):
 
 def gru(**kw):
     torch.manual_seed(0)
-    cfg = GRU4RecConfig(**{"hidden": 8, "n_sample": 4, "sample_store": 40, **kw})
+    cfg = GRU4RecConfig(**{"hidden": 8, "n_negatives": 4, "sample_store": 40, **kw})
     return GRU4Rec(9, cfg, torch.ones(10))
 
 
@@ -59,14 +59,14 @@ def test_sessions_are_ordered_by_first_click_or_shuffled():
 
 def test_negatives_come_from_a_store_redrawn_when_spent():
     torch.manual_seed(0)
-    sampler = NegativeSampler(torch.tensor([0.0, 1.0, 0.0, 5.0]), n_sample=4, alpha=1.0, store_size=8)
+    sampler = NegativeSampler(torch.tensor([0.0, 1.0, 0.0, 5.0]), n_negatives=4, alpha=1.0, store_size=8)
     draws = [sampler.draw() for _ in range(5)]  # a store of 2 rounds: redrawn twice
     assert all(d.shape == (4,) and set(d.tolist()) <= {1, 3} for d in draws)
     assert sum((d == 3).sum().item() for d in draws) > 10  # popularity ** alpha: item 3 five times as likely
 
 
 def test_the_loop_carries_the_hidden_state_which_resets_per_row_and_is_detached():
-    model = gru(dropout_hidden=0.0).train()
+    model = gru(dropout=0.0).train()
     split = split_of([[1, 2, 3], [4, 5], [6, 7, 8]], starts=[0, 1, 2])
     steps = iter(batches(model, split, 2))
     _, state = model.loss(next(steps), None)
@@ -81,7 +81,7 @@ def test_the_loop_carries_the_hidden_state_which_resets_per_row_and_is_detached(
 
 @pytest.mark.parametrize("kw", [{}, {"constrained_embedding": False, "embedding": 6},
                                 {"constrained_embedding": False, "embedding": 0}, {"loss": "bprmax"},
-                                {"layers": 2, "n_sample": 0}])
+                                {"layers": 2, "n_negatives": 0}])
 def test_variants_train_and_score_all_items(kw):
     model = gru(**kw).train()
     split = split_of([[1, 2, 3, 4], [5, 6, 7], [8, 9, 1]], starts=[0, 1, 2])

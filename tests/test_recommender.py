@@ -145,7 +145,7 @@ def rank_within_budget(monkeypatch, recommender: Recommender, budget: int, k: in
 def test_neural_scorer_matches_a_full_row_ranking_with_item_chunks(monkeypatch, budget, k, chunks):
     torch.manual_seed(0)
     n_items = 300
-    model = SASRec(n_items, SASRecConfig(max_len=8, hidden=16, blocks=1, heads=1)).eval()
+    model = SASRec(n_items, SASRecConfig(max_len=8, hidden=16, layers=1, heads=1)).eval()
     recommender = Recommender(model, raw_ids(n_items), popularity(n_items), max_len=8)
     blocks = rank_within_budget(monkeypatch, recommender, budget, k)
     assert sum(items for _, items in blocks[:chunks]) == (n_items if chunks else 0)  # the first batch's chunks
@@ -193,7 +193,7 @@ def test_bad_k_is_a_request_error_naming_the_session(k, message):
 def test_score_gives_popularity_rows_to_inputs_without_items():
     torch.manual_seed(0)
     n_items = 30
-    model = SASRec(n_items, SASRecConfig(max_len=4, hidden=16, blocks=1, heads=1)).eval()
+    model = SASRec(n_items, SASRecConfig(max_len=4, hidden=16, layers=1, heads=1)).eval()
     recommender = Recommender(model, raw_ids(n_items), popularity(n_items), max_len=4)
     inputs = torch.tensor([[0, 0, 0, 0], [0, 0, 3, 7], [0, 0, 0, 0], [1, 2, 3, 4]])
     scores = recommender.score(inputs)
@@ -212,7 +212,7 @@ def test_saved_recommender_is_rebuilt_from_plain_files_and_answers_the_same(tmp_
         recommender = pop_recommender(100)
     else:
         torch.manual_seed(0)
-        model = SASRec(100, SASRecConfig(hidden=16, blocks=1, heads=1, max_len=5)).eval()
+        model = SASRec(100, SASRecConfig(hidden=16, layers=1, heads=1, max_len=5)).eval()
         recommender = Recommender(model, raw_ids(100), popularity(100), 5)
     save_recommender(recommender, tmp_path / "saved")
     assert {p.name for p in (tmp_path / "saved").iterdir()} == {

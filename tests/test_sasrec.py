@@ -8,7 +8,7 @@ from seqrec.trainer import make_loader
 
 def model(device="cpu", **kw):
     torch.manual_seed(0)
-    cfg = SASRecConfig(max_len=8, hidden=16, blocks=2, heads=2, dropout=0.0, emb_dropout=0.0, **kw)
+    cfg = SASRecConfig(max_len=8, hidden=16, layers=2, heads=2, dropout=0.0, emb_dropout=0.0, **kw)
     return SASRec(30, cfg).to(device).eval()
 
 
@@ -81,7 +81,7 @@ def test_normalized_scores_are_scaled_cosines():
     assert scores.abs().max() <= 10.0 + 1e-5
 
 
-@pytest.mark.parametrize("loss", ["ce", "sampled"])
+@pytest.mark.parametrize("loss", ["full", "sampled"])
 def test_loss_is_finite_for_one_click_prefixes_and_padded_rows(loss, device):
     m = model(device, loss=loss, n_negatives=16).train()
     inputs = torch.tensor([[0, 0, 0, 5], [0, 0, 0, 0], [1, 2, 3, 4]], device=device)

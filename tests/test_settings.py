@@ -78,20 +78,20 @@ BAD = [
     (*_neural("sasrec", "heads=3"), "sasrec: heads=3 must divide hidden=16"),
     (*_neural("sasrec", "max_len=0"), "sasrec: max_len=0 must be >= 1"),
     (*_neural("sasrec", "dropout=1.0"), "sasrec: dropout=1.0 must be in [0, 1)"),
-    (*_neural("sasrec", "loss=bpr"), "sasrec: loss='bpr' is not one of ('ce', 'sampled')"),
+    (*_neural("sasrec", "loss=bpr"), "sasrec: loss='bpr' is not one of ('full', 'sampled')"),
     (*_neural("sasrec", "n_negatives=0"), "sasrec: n_negatives=0 must be >= 1"),
     (*_neural("sasrec", "lr=0"), "TrainConfig: lr=0 must be > 0"),
     (*_neural("sasrec", "batch_size=0"), "TrainConfig: batch_size=0 must be >= 1"),
     (*_neural("sasrec", "", "--epochs", "-1"), "TrainConfig: epochs=-1 must be >= 1"),
-    (*_neural("bert4rec", "blocks=0"), "bert4rec: blocks=0 must be >= 1"),
+    (*_neural("bert4rec", "layers=0"), "bert4rec: layers=0 must be >= 1"),
     (*_neural("bert4rec", "heads=0"), "bert4rec: heads=0 must be >= 1"),
     (*_neural("bert4rec", "mask_ratio=1.5"), "bert4rec: mask_ratio=1.5 must be in [0, 1]"),
     (*_neural("bert4rec", "label_smoothing=-0.1"), "bert4rec: label_smoothing=-0.1 must be in [0, 1)"),
     (*_neural("gru4rec", "hidden=0"), "gru4rec: hidden=0 must be >= 1"),
     (*_neural("gru4rec", "layers=0"), "gru4rec: layers=0 must be >= 1"),
-    (*_neural("gru4rec", "n_sample=-1"), "gru4rec: n_sample=-1 must be >= 0"),
+    (*_neural("gru4rec", "n_negatives=-1"), "gru4rec: n_negatives=-1 must be >= 0"),
     (*_neural("gru4rec", "sample_alpha=2"), "gru4rec: sample_alpha=2 must be in [0, 1]"),
-    (*_neural("gru4rec", "dropout_hidden=1"), "gru4rec: dropout_hidden=1 must be in [0, 1)"),
+    (*_neural("gru4rec", "dropout=1"), "gru4rec: dropout=1 must be in [0, 1)"),
     (*_neural("gru4rec", "optimizer=sgd"), "TrainConfig: optimizer='sgd' is not one of ('adamw', 'adam', 'adagradm')"),
     (*_neural("gru4rec", "momentum=1.0"), "TrainConfig: momentum=1.0 must be in [0, 1)"),
     (*_neural("meanemb", "hidden=-1"), "meanemb: hidden=-1 must be >= 1"),
@@ -217,7 +217,7 @@ def test_every_baseline_default_is_in_range():
     # 0 where 0 means "none" or "off", and the ends of closed ranges
     lambda: split_overrides("sasrec", "tiny", {"dropout": 0, "emb_dropout": 0, "heads": 16, "clip": 0,
                                                "warmup_epochs": 0, "ema": 0.999, "weight_decay": 0, "threads": 0}),
-    lambda: split_overrides("gru4rec", "tiny", {"n_sample": 0, "sample_alpha": 1, "constrained_embedding": False,
+    lambda: split_overrides("gru4rec", "tiny", {"n_negatives": 0, "sample_alpha": 1, "constrained_embedding": False,
                                                 "embedding": 0, "momentum": 0.9, "logq": 0, "elu": 0}),
     lambda: split_overrides("bert4rec", "tiny", {"mask_ratio": 1.0, "hidden": 24, "heads": 3}),
     lambda: split_overrides("meanemb", "tiny", {"max_len": 1, "epochs": 1, "patience": 1, "seed": 0}),
@@ -319,3 +319,28 @@ def test_a_negative_unix_time_in_parquet_names_the_record(tmp_path):
         read_clicks(tmp_path / "c.parquet", "error", "parquet", options)
     skipped = read_clicks(tmp_path / "c.parquet", "skip", "parquet", options)
     assert skipped.skipped_lines == 1 and len(skipped) == 2
+
+
+@pytest.mark.parametrize(("model", "old", "new"), [
+    ("gru4rec", {"dropout_hidden": 0.3, "dropout_embed": 0.1, "n_sample": 64, "loss": "ce"},
+     {"dropout": 0.3, "emb_dropout": 0.1, "n_negatives": 64, "loss": "sampled"}),
+    ("sasrec", {"blocks": 1, "loss": "ce"}, {"layers": 1, "loss": "full"}),
+    ("bert4rec", {"blocks": 3}, {"layers": 3}),
+])
+def test_old_setting_names_are_accepted_with_a_warning(model, old, new):
+    """Overrides, tuned presets and saved model configs written with the names before the shared vocabulary
+    (docs/models.md) still build the same config, each old name or value announced by a FutureWarning."""
+    from seqrec.models.registry import make_config
+
+    with pytest.warns(FutureWarning) as caught:
+        from_old = make_config(model, old)
+    assert from_old == make_config(model, new)
+    assert len(caught) == len(old)
+    assert all("later release" in str(w.message) for w in caught)
+
+
+def test_an_old_name_beside_its_new_one_is_refused():
+    from seqrec.models.registry import make_config
+
+    with pytest.raises(ValueError, match="gru4rec: dropout_hidden and dropout are the same setting"):
+        make_config("gru4rec", {"dropout_hidden": 0.1, "dropout": 0.2})

@@ -36,7 +36,7 @@ def test_presets_and_overrides():
     ("bert4rec", {"loss": "sampled"}, r"unknown parameter\(s\) \['loss'\] for bert4rec \(loss is a field of .*sasrec"),
     ("bert4rec", {"item_mask": 0.1}, r"\['item_mask'\] for bert4rec"),
     ("sasrec", {"mask_ratio": 0.1}, r"\['mask_ratio'\] for sasrec \(mask_ratio is a field of bert4rec\)"),
-    ("sasrec", {"loss": "bpr"}, r"sasrec: loss='bpr' is not one of \('ce', 'sampled'\)"),
+    ("sasrec", {"loss": "bpr"}, r"sasrec: loss='bpr' is not one of \('full', 'sampled'\)"),
     ("gru4rec", {"embedding": 64}, r"gru4rec: embedding=64 applies only with constrained_embedding=False"),
 ])
 def test_unknown_or_inapplicable_overrides_are_refused_by_name(model, overrides, message):

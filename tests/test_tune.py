@@ -201,13 +201,13 @@ def test_parallel_trials_each_log_their_own_nested_run(small, env):
 
 
 def test_search_spaces_parse_override_and_refuse_bad_text():
-    space = tuning.search_space("sasrec", "lr=loguniform:1e-4:1e-2,hidden=choice:64:128,blocks=int:1:2",
+    space = tuning.search_space("sasrec", "lr=loguniform:1e-4:1e-2,hidden=choice:64:128,layers=int:1:2",
                                 fixed={"dropout": 0.3})
     assert space["lr"] == tuning.Dimension("loguniform", (1e-4, 1e-2))
-    assert space["hidden"].values == (64, 128) and space["blocks"] == tuning.Dimension("int", (1, 2))
+    assert space["hidden"].values == (64, 128) and space["layers"] == tuning.Dimension("int", (1, 2))
     assert "dropout" not in space and "emb_dropout" in space  # fixed leaves the space, defaults stay
     for bad, why in (("lr=normal:0:1", "unknown kind"), ("lr=loguniform:0:1", "LOW > 0"),
-                     ("blocks=int:1.5:3", "two int bounds"), ("lr", "not name=kind"), ("x=choice", "at least one")):
+                     ("layers=int:1.5:3", "two int bounds"), ("lr", "not name=kind"), ("x=choice", "at least one")):
         with pytest.raises(ValueError, match=why):
             tuning.parse_space(bad)
     with pytest.raises(ValueError, match="nothing to search"):

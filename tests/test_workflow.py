@@ -150,7 +150,7 @@ def test_main_runs_nested_steps_compares_and_reuses(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SEQREC_CHECKPOINTS", str(tmp_path / "ck"))
     params = MainParams(synthetic_clicks=15_000, seed=3, epochs=1, models="pop,sr,sasrec",
-                        neural_overrides={"hidden": 16, "blocks": 1, "progress": False})
+                        neural_overrides={"hidden": 16, "layers": 1, "progress": False})
     first = run_main(params)
     parent = mlflow.last_active_run()
     assert parent.data.tags["seqrec.step"] == "main"
@@ -186,7 +186,7 @@ def test_main_with_seeds_shows_mean_and_spread_and_tests_the_best_against_the_ru
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SEQREC_CHECKPOINTS", str(tmp_path / "ck"))
     params = MainParams(synthetic_clicks=15_000, seed=4, epochs=1, models="pop,sasrec", seeds=2,
-                        neural_overrides={"hidden": 16, "blocks": 1, "progress": False})
+                        neural_overrides={"hidden": 16, "layers": 1, "progress": False})
     result = run_main(params)
     rows = {r["model"]: r for r in result["comparison"]}
     assert rows["sasrec"]["seeds"] == 2 and rows["sasrec"]["test_mrr_at_20_std"] > 0  # two seeds differ

@@ -23,24 +23,24 @@ from seqrec.data.dataset import SessionSplit
 
 
 class NegativeSampler:
-    """Shared negatives ``[n_sample]`` per step, from a store of ``store_size`` items redrawn when spent."""
+    """Shared negatives ``[n_negatives]`` per step, from a store of ``store_size`` items redrawn when spent."""
 
-    def __init__(self, popularity: torch.Tensor, n_sample: int, alpha: float, store_size: int,
+    def __init__(self, popularity: torch.Tensor, n_negatives: int, alpha: float, store_size: int,
                  device: torch.device | str = "cpu"):
         pop = popularity.float().clone()
         pop[0] = 0.0
         self.cdf = (torch.cumsum(pop**alpha, 0) / (pop**alpha).sum()).to(device)  # [n_items + 1]
-        self.n_items, self.n_sample = len(pop) - 1, n_sample
-        self.rounds = max(1, store_size // n_sample)
+        self.n_items, self.n_negatives = len(pop) - 1, n_negatives
+        self.rounds = max(1, store_size // n_negatives)
         self._refresh()
 
     def _refresh(self) -> None:
-        u = torch.rand(self.rounds * self.n_sample, device=self.cdf.device)
-        self.store = torch.searchsorted(self.cdf, u).clamp_(1, self.n_items).view(self.rounds, self.n_sample)
+        u = torch.rand(self.rounds * self.n_negatives, device=self.cdf.device)
+        self.store = torch.searchsorted(self.cdf, u).clamp_(1, self.n_items).view(self.rounds, self.n_negatives)
         self.position = 0
 
     def draw(self) -> torch.Tensor:
-        """The next step's negatives, item ids ``[n_sample]``."""
+        """The next step's negatives, item ids ``[n_negatives]``."""
         if self.position >= len(self.store):
             self._refresh()
         sample = self.store[self.position]

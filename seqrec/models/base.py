@@ -42,13 +42,13 @@ class Windows:
 class SessionParallel:
     """GRU4Rec's session-parallel batches ``(inputs [B], targets [B], keep, reset, negatives)``.
 
-    Each row follows one session click by click; ``negatives`` (training only, when ``n_sample > 0``)
-    draws ``n_sample`` shared negatives from popularity ** ``sample_alpha`` out of a store of about
+    Each row follows one session click by click; ``negatives`` (training only, when ``n_negatives > 0``)
+    draws ``n_negatives`` shared negatives from popularity ** ``sample_alpha`` out of a store of about
     ``sample_store`` precomputed ones.
     """
 
     session_order: str = "time"
-    n_sample: int = 0
+    n_negatives: int = 0
     sample_alpha: float = 0.0
     sample_store: int = 0
 
@@ -77,7 +77,9 @@ class SequenceModel(nn.Module, ABC):
     def loss(self, batch: Any) -> torch.Tensor:
         """The mean training loss of one batch of ``loader_spec``'s kind, a scalar tensor.
 
-        In ``eval()`` mode: the validation loss (no dropout, no sampling where the model can avoid it).
+        In ``eval()`` mode: the validation loss (no dropout, no sampling where the model can avoid it). A recurrent
+        model (``recurrent = True``) has ``loss(batch, state) -> (loss, state to carry)`` instead: ``state`` is the
+        hidden state the loop carries from the previous batch (``None`` at the start of a pass).
         """
 
     @abstractmethod

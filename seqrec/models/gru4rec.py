@@ -8,10 +8,10 @@ party implementations on reproducibility") show matter:
 * session-parallel mini-batches (``seqrec.data.session_parallel``): each row follows one session click
   by click; a finished session's row takes the next session and only its hidden state is reset; no
   padding; the loop carries the hidden state from step to step, detached (one-step BPTT);
-* the output layer scores only the batch's targets plus ``n_sample`` shared negatives drawn from
+* the output layer scores only the batch's targets plus ``n_negatives`` shared negatives drawn from
   popularity ** ``sample_alpha``;
-* cross-entropy with logQ correction (``loss="ce"``) or BPR-max with score regularisation and a
-  final ELU (``loss="bprmax"``);
+* a sampled softmax: cross-entropy over those candidates with logQ correction (``loss="sampled"``), or
+  BPR-max with score regularisation and a final ELU (``loss="bprmax"``);
 * input item embeddings can be tied to the output embeddings (``constrained_embedding``), or be
   separate (``embedding`` > 0), or one-hot style (``embedding`` = 0: per-item GRU input weights);
 * uniform init +-sqrt(6 / (fan_in + fan_out)) per gate; dropout on the input embedding and on the
@@ -43,17 +43,23 @@ class GRU4RecConfig:
     # input embedding width, 0: one-hot style input (constrained_embedding=False only)
     embedding: int = ranged(0, at_least(0))
     constrained_embedding: bool = True  # the input embeddings are the output item weights
-    loss: str = ranged("ce", one_of("ce", "bprmax"))  # ce: cross-entropy with logQ correction | bprmax: BPR-max
-    n_sample: int = ranged(2048, at_least(0))  # shared negatives per step (0: the batch's other targets only)
+    # sampled: softmax over the batch's targets and the shared negatives, logQ-corrected | bprmax: BPR-max
+    loss: str = ranged("sampled", one_of("sampled", "bprmax"))
+    n_negatives: int = ranged(2048, at_least(0))  # shared negatives per step (0: the batch's other targets only)
     sample_alpha: float = ranged(0.5, in_range(0, 1))  # negatives are drawn from popularity ** sample_alpha
-    logq: float = ranged(1.0, at_least(0))  # weight of the logQ correction (ce)
+    logq: float = ranged(1.0, at_least(0))  # weight of the logQ correction (sampled)
     bpreg: float = ranged(1.0, at_least(0))  # score regularisation of BPR-max
     elu: float = ranged(0.5, at_least(0))  # final activation parameter for bpr-max (0 = none)
-    dropout_embed: float = ranged(0.0, share())  # dropout on the input embedding
-    dropout_hidden: float = ranged(0.0, share())  # dropout on each GRU layer's output
+    emb_dropout: float = ranged(0.0, share())  # dropout on the input embedding
+    dropout: float = ranged(0.0, share())  # dropout on each GRU layer's output
     # time: sessions by first click | shuffle: a new order every epoch
     session_order: str = ranged("time", one_of("time", "shuffle"))
     sample_store: int = ranged(10_000_000, at_least(0))  # negatives precomputed at once
+
+    # the names and values these settings had before the models shared one vocabulary (docs/models.md)
+    aliases: ClassVar[dict[str, str]] = {"dropout_embed": "emb_dropout", "dropout_hidden": "dropout",
+                                         "n_sample": "n_negatives"}
+    value_aliases: ClassVar[dict[str, dict[str, str]]] = {"loss": {"ce": "sampled"}}
 
     def __post_init__(self) -> None:
         check_ranges("gru4rec", self)
@@ -78,12 +84,13 @@ class GRU4Rec(SequenceModel):
 
     model_type = "gru4rec"
     config_class = GRU4RecConfig
+    log_pop: torch.Tensor  # buffer: log of each item's training clicks (logQ correction)
     recurrent = True
     search_space: ClassVar[dict[str, str]] = {  # what ``tune`` searches (``seqrec.tuning``'s syntax)
         "lr": "loguniform:0.01:0.3",
         "hidden": "choice:100:200:480",
-        "dropout_hidden": "uniform:0:0.6",
-        "n_sample": "choice:0:512:2048",
+        "dropout": "uniform:0:0.6",
+        "n_negatives": "choice:0:512:2048",
         "sample_alpha": "uniform:0:1",
         "momentum": "uniform:0:0.9",
         "batch_size": "choice:32:64:128",
@@ -116,22 +123,22 @@ class GRU4Rec(SequenceModel):
         _uniform_(self.Wy.weight)
         self.By = nn.Embedding(n_items + 1, 1, sparse=True)
         nn.init.zeros_(self.By.weight)
-        self.drop_embed = nn.Dropout(config.dropout_embed)
-        self.drop_hidden = nn.Dropout(config.dropout_hidden)
+        self.emb_drop = nn.Dropout(config.emb_dropout)
+        self.drop = nn.Dropout(config.dropout)
         pop = popularity.float().clone() if popularity is not None else torch.ones(n_items + 1)
         pop[0] = 0.0
         self.register_buffer("log_pop", torch.log(pop.clamp_min(1.0)), persistent=False)
 
     def loader_spec(self) -> SessionParallel:
         c = self.config
-        return SessionParallel(c.session_order, c.n_sample, c.sample_alpha, c.sample_store)
+        return SessionParallel(c.session_order, c.n_negatives, c.sample_alpha, c.sample_store)
 
     # -- the recurrent step -----------------------------------------------------------------------
     def _input(self, items: torch.Tensor) -> torch.Tensor:
         if self.config.constrained_embedding:
-            return self.drop_embed(F.embedding(items, self.Wy.weight, sparse=self.Wy.sparse))
+            return self.emb_drop(F.embedding(items, self.Wy.weight, sparse=self.Wy.sparse))
         if self.config.embedding > 0:
-            return self.drop_embed(self.E(items))
+            return self.emb_drop(self.E(items))
         return items  # the one-hot cell looks its input weights up itself
 
     def step(self, items: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -139,7 +146,7 @@ class GRU4Rec(SequenceModel):
         x = self._input(items)
         new = []
         for i, cell in enumerate(self.cells):
-            x = self.drop_hidden(cell(x, state[i]))  # the carried state is the dropped-out output
+            x = self.drop(cell(x, state[i]))  # the carried state is the dropped-out output
             new.append(x)
         return torch.stack(new)
 
@@ -174,7 +181,9 @@ class GRU4Rec(SequenceModel):
         state = state if keep is None else state[:, keep]
         return state.masked_fill(reset[None, :, None], 0.0)
 
-    def loss(self, batch: SessionBatch, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    # the recurrent signature that ``SequenceModel.loss`` documents for ``recurrent = True`` models
+    def loss(self, batch: SessionBatch,  # type: ignore[override]
+             state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss of one session-parallel step, and the hidden state ``[layers, B, hidden]`` to carry on.
 
         ``batch`` is ``(inputs [B], targets [B], keep, reset, negatives)`` (``seqrec.data.session_parallel``);
@@ -187,7 +196,7 @@ class GRU4Rec(SequenceModel):
             return F.cross_entropy(self._logits(hidden)[:, 1:], targets - 1), state.detach()
         sample = negatives() if negatives is not None else None
         candidates = targets if sample is None else torch.cat([targets, sample])
-        scores = self._logits(hidden, candidates)  # [B, B + n_sample]: column i is row i's target
+        scores = self._logits(hidden, candidates)  # [B, B + n_negatives]: column i is row i's target
         if self.config.loss == "bprmax":
             return self._bpr_max(scores), state.detach()
         if self.config.logq > 0:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-_TINY_TRANSFORMER = {"hidden": 16, "blocks": 1, "heads": 1, "dropout": 0.1, "emb_dropout": 0.1}
+_TINY_TRANSFORMER = {"hidden": 16, "layers": 1, "heads": 1, "dropout": 0.1, "emb_dropout": 0.1}
 _TINY_TRAIN = {"epochs": 2, "batch_size": 64, "patience": 1, "warmup_epochs": 0.0}
-_TRANSFORMER = {"hidden": 128, "blocks": 2, "heads": 2, "dropout": 0.2, "emb_dropout": 0.2}
+_TRANSFORMER = {"hidden": 128, "layers": 2, "heads": 2, "dropout": 0.2, "emb_dropout": 0.2}
 # a cosine schedule short enough to anneal within what main's time budget affords on two CPU cores (about
 # 12 epochs of the built-in data), with a rate high enough to converge in it
 _TRANSFORMER_TRAIN = {"epochs": 12, "batch_size": 256, "lr": 3e-3, "weight_decay": 0.05, "patience": 3}
@@ -24,27 +24,27 @@ _SAMPLE_TRAIN = {"epochs": 80, "batch_size": 2048, "lr": 2e-3, "weight_decay": 0
 # GRU4Rec trains like the official implementation: Adagrad (sparse rows), constant rate, no clipping.
 _GRU_TRAIN = {"optimizer": "adagradm", "schedule": "constant", "warmup_epochs": 0.0, "clip": 0.0, "lr": 0.07,
               "batch_size": 48, "epochs": 10, "patience": 3}
-_GRU_OFFICIAL = {"constrained_embedding": True, "hidden": 480, "dropout_hidden": 0.2, "n_sample": 2048,
-                 "sample_alpha": 0.2, "logq": 1.0, "loss": "ce"}
+_GRU_OFFICIAL = {"constrained_embedding": True, "hidden": 480, "dropout": 0.2, "n_negatives": 2048,
+                 "sample_alpha": 0.2, "logq": 1.0, "loss": "sampled"}
 
 PRESETS: dict[str, dict[str, dict[str, dict]]] = {
     "sasrec": {
         "tiny": {"model": _TINY_TRANSFORMER, "train": _TINY_TRAIN},
         # one row per prefix, wide, heavily regularised, cosine scores
-        "sample": {"model": {"hidden": 256, "blocks": 2, "heads": 4, "dropout": 0.6, "emb_dropout": 0.6,
+        "sample": {"model": {"hidden": 256, "layers": 2, "heads": 4, "dropout": 0.6, "emb_dropout": 0.6,
                              "label_smoothing": 0.2, "normalize": True, "logit_scale": 12.0, "train_on": "prefixes"},
                    "train": _SAMPLE_TRAIN},
         "default": {"model": _TRANSFORMER, "train": _TRANSFORMER_TRAIN},
     },
     "bert4rec": {
         "tiny": {"model": _TINY_TRANSFORMER, "train": _TINY_TRAIN},
-        "sample": {"model": {"hidden": 256, "blocks": 2, "heads": 2, "dropout": 0.6, "emb_dropout": 0.6,
+        "sample": {"model": {"hidden": 256, "layers": 2, "heads": 2, "dropout": 0.6, "emb_dropout": 0.6,
                              "label_smoothing": 0.1, "mask_ratio": 0.2, "train_on": "prefixes"},
                    "train": {**_SAMPLE_TRAIN, "batch_size": 1024, "epochs": 60}},
         "default": {"model": {**_TRANSFORMER, "mask_ratio": 0.2}, "train": _TRANSFORMER_TRAIN},
     },
     "gru4rec": {
-        "tiny": {"model": {"hidden": 16, "n_sample": 32},
+        "tiny": {"model": {"hidden": 16, "n_negatives": 32},
                  "train": {**_GRU_TRAIN, "epochs": 2, "batch_size": 16, "patience": 1}},
         # the official settings with 100 units and batch 32
         "sample": {"model": {**_GRU_OFFICIAL, "hidden": 100}, "train": {**_GRU_TRAIN, "batch_size": 32}},

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 import seqrec.models
-from seqrec.configs import check_types
+from seqrec.configs import check_types, resolve_aliases
 from seqrec.models.base import SequenceModel
 from seqrec.models.presets import PRESET_FOR, PRESETS
 
@@ -83,8 +83,10 @@ def make_config(name: str, values: dict[str, Any], also: tuple[type, ...] = ()) 
     """Model ``name``'s config with ``values``; a field it does not have, a value of another type than its
     field's, or one out of its range (checked by the config itself, ``seqrec.configs``) is refused by name.
 
-    ``also``: the other config classes the caller accepts fields of, named in the error message.
+    ``also``: the other config classes the caller accepts fields of, named in the error message. Old names and
+    values the config still accepts (``aliases``, ``value_aliases``) are translated first, with a warning.
     """
+    values = resolve_aliases(name, model_class(name).config_class, values)
     unknown = set(values) - config_fields(name)
     if unknown:
         expected = ", ".join(c.__name__ for c in (model_class(name).config_class, *also))

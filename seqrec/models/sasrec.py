@@ -29,13 +29,15 @@ from seqrec.models.transformer import TRANSFORMER_SPACE, TransformerConfig, Tran
 class SASRecConfig(TransformerConfig):
     """The encoder's settings plus SASRec's objective; training-loop settings live in ``TrainConfig``."""
 
-    # ce: full softmax | sampled: in-batch + popularity-sampled negatives, logQ-corrected
-    loss: str = ranged("ce", one_of("ce", "sampled"))
+    # full: softmax over every item | sampled: in-batch + popularity-sampled negatives, logQ-corrected
+    loss: str = ranged("full", one_of("full", "sampled"))
     label_smoothing: float = ranged(0.0, share())  # of the full-softmax cross-entropy, in training only
     n_negatives: int = ranged(1024, at_least(1))  # sampled softmax: popularity-sampled negatives per batch
     # sessions: a target at every position | prefixes: one row per target
     train_on: str = ranged("sessions", one_of("sessions", "prefixes"))
     item_mask: float = ranged(0.0, share())  # training only: share of input clicks replaced by the [MASK] token
+
+    value_aliases: ClassVar[dict[str, dict[str, str]]] = {"loss": {"ce": "full"}}  # the old name of ``full``
 
     def __post_init__(self) -> None:
         self.check("sasrec")
@@ -46,6 +48,7 @@ class SASRec(TransformerEncoder):
 
     model_type = "sasrec"
     config_class = SASRecConfig
+    sample_probs: torch.Tensor  # buffer: the popularity distribution negatives are drawn from
     search_space: ClassVar[dict[str, str]] = {**TRANSFORMER_SPACE, "label_smoothing": "uniform:0:0.3"}
 
     def __init__(self, n_items: int, config: SASRecConfig, popularity: torch.Tensor | None = None):

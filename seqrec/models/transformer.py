@@ -10,6 +10,7 @@ cosine similarities as in NISER (Gupta et al. 2019), which lessens the popularit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from seqrec.models.base import SequenceModel
 TRANSFORMER_SPACE: dict[str, str] = {
     "lr": "loguniform:1e-4:5e-3",
     "hidden": "choice:64:128:256",
-    "blocks": "int:1:3",
+    "layers": "int:1:3",
     "heads": "choice:1:2:4",
     "dropout": "uniform:0.1:0.7",
     "emb_dropout": "uniform:0.1:0.7",
@@ -38,7 +39,7 @@ class TransformerConfig:
 
     max_len: int = ranged(50, at_least(1))  # clicks of a session the encoder sees (the last ones)
     hidden: int = ranged(64, at_least(1))  # width of embeddings and states
-    blocks: int = ranged(2, at_least(1))  # Transformer blocks
+    layers: int = ranged(2, at_least(1))  # Transformer blocks
     heads: int = ranged(2, at_least(1))  # attention heads per block (they split ``hidden``: heads must divide it)
     ffn_mult: int = ranged(4, at_least(1))  # point-wise feed-forward width = ffn_mult * hidden
     norm_first: bool = True  # pre-LayerNorm blocks; False: post-LayerNorm (the original Transformer)
@@ -47,6 +48,9 @@ class TransformerConfig:
     emb_dropout: float = ranged(0.2, share())  # dropout on the summed input embeddings
     normalize: bool = False  # NISER: logits = logit_scale * cosine(state, item embedding)
     logit_scale: float = ranged(16.0, above(0))  # the scale of cosine logits (normalize only)
+
+    # the names these settings had before the models shared one vocabulary (docs/models.md)
+    aliases: ClassVar[dict[str, str]] = {"blocks": "layers"}
 
     def __post_init__(self) -> None:
         self.check("transformer")
@@ -115,7 +119,7 @@ class TransformerEncoder(SequenceModel):
         self.emb_dropout = nn.Dropout(config.emb_dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(config.hidden, config.heads, config.dropout, config.ffn_mult, config.norm_first)
-            for _ in range(config.blocks))
+            for _ in range(config.layers))
         # pre-LN normalises the output of the last block; post-LN normalises the embeddings instead
         self.final_norm = nn.LayerNorm(config.hidden)
 
