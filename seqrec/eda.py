@@ -209,10 +209,10 @@ def _save(fig, path: Path) -> Path:
 def plot(summary: dict, agg: dict, out: Path) -> list[Path]:
     """Write the EDA plots under ``out`` and return their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    steps = (_plot_session_lengths, _plot_item_popularity, _plot_lorenz_curve, _plot_categories,
-             _plot_clicks_by_time, _plot_timing, _plot_split)
+    steps = [_plot_session_lengths, _plot_item_popularity, _plot_lorenz_curve, _plot_categories,
+             _plot_clicks_by_time, _plot_timing, _plot_split]
     if "conversion_by_length" in agg:
-        steps = (*steps, _plot_buys)
+        steps.append(_plot_buys)
     return [step(summary, agg, out) for step in steps]
 
 

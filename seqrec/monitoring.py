@@ -177,6 +177,7 @@ def replay_period(recommender: Recommender, items: np.ndarray, lengths: np.ndarr
     if split.n_predictions:
         result = evaluate(recommender, split, recommender.n_items, recommender.max_len,
                           popularity=recommender.popularity, progress=progress, desc=desc)
+        assert result.ranks is not None, "evaluate() always returns the ranks"
         ranks, tied = result.ranks, result.metrics["tied_predictions"]
     ranks = np.concatenate([ranks, np.full(unknown_targets, recommender.n_items + 1, dtype=np.int64)])
     hit = ranks <= K

@@ -162,15 +162,17 @@ def make_scheduler(opt: Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> to
 
 def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Scale all gradients, dense or sparse, so that their joint 2-norm is at most ``max_norm``."""
-    params = [p for p in parameters if p.grad is not None]
-    if not any(p.grad.is_sparse for p in params):
-        return nn.utils.clip_grad_norm_(params, max_norm)
-    for p in params:
-        if p.grad.is_sparse:
-            p.grad = p.grad.coalesce()
+    with_grad = [(p, grad) for p in parameters if (grad := p.grad) is not None]
+    if not any(grad.is_sparse for _, grad in with_grad):
+        return nn.utils.clip_grad_norm_([p for p, _ in with_grad], max_norm)
+    grads = []
+    for p, grad in with_grad:
+        if grad.is_sparse:
+            p.grad = grad = grad.coalesce()
+        grads.append(grad)
     total = torch.linalg.vector_norm(torch.stack([
-        torch.linalg.vector_norm(p.grad.values() if p.grad.is_sparse else p.grad) for p in params]))
+        torch.linalg.vector_norm(grad.values() if grad.is_sparse else grad) for grad in grads]))
     scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for p in params:
-        p.grad.mul_(scale)
+    for grad in grads:
+        grad.mul_(scale)
     return total

@@ -17,10 +17,11 @@ T = TypeVar("T")
 LOG_INTERVAL_S = 30.0
 
 
-def progress_bar(iterable: Iterable[T], **kwargs) -> tqdm:
+def progress_bar(iterable: Iterable[T] | None, **kwargs) -> tqdm:
     """``tqdm(iterable, **kwargs)``, redrawn at most every ``LOG_INTERVAL_S`` seconds when the stream it writes
-    to (``file``, stderr by default) is not a terminal."""
-    if not kwargs.get("file", sys.stderr).isatty():
+    to (``file``, stderr by default or when None, as in tqdm) is not a terminal. A None ``iterable`` gives a
+    bar updated by hand."""
+    if not (kwargs.get("file") or sys.stderr).isatty():
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)
     return tqdm(iterable, **kwargs)
 

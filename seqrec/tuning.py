@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
@@ -77,7 +77,7 @@ class Dimension:
                                        for v in values) or any(isinstance(v, bool) for v in values):
             raise ValueError(f"search space: {name}={text!r}: {kind} needs two {numeric.__name__} bounds "
                              f"({kind}:LOW:HIGH)")
-        low, high = values
+        low, high = cast(tuple[float, float], values)  # two numbers (ints count as floats), checked above
         if low > high or (kind.startswith("log") and low <= 0):
             positive = " and LOW > 0" if kind.startswith("log") else ""
             raise ValueError(f"search space: {name}={text!r}: expected LOW <= HIGH{positive}")
@@ -294,7 +294,7 @@ def plot_history(study: optuna.Study, path: Path, metric: str) -> Path:
     plt = _pyplot()
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     numbers = [t.number for t in done]
-    values = [t.value for t in done]
+    values = [cast(float, t.value) for t in done]  # a complete (single-objective) trial has its value
     fig, ax = plt.subplots(figsize=(7, 4))
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
     if pruned:

@@ -39,7 +39,7 @@ def _git(*args: str) -> str:
 
 
 def _python_files(roots: list[Path]) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for root in roots:
         found.extend([root] if root.is_file() else root.rglob("*.py"))
     return [f for f in found if "__pycache__" not in f.parts]

@@ -214,6 +214,8 @@ def _buy_rates(c: _Clicks, stats: ItemStats, labels: BasketLabels | None, label_
     bought_all = stats.bought[cands.item].astype(np.float64)
     base = None
     if folds > 1:  # subtract the counts of the session's own fold
+        if labels is None:
+            raise ValueError("out-of-fold buy counts (folds > 1) need the labels of the training split")
         fold = np.arange(c.n) % folds
         width = stats.n_items + 1
         key = fold[cands.session] * width + cands.item

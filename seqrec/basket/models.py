@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seqrec.basket.features import PAIR_FEATURES, SESSION_FEATURES, Features
 from seqrec.basket.metrics import BasketPredictions
 from seqrec.configs import above, at_least, check_ranges, ranged
+
+if TYPE_CHECKING:  # imported when a model is built: scikit-learn is slow to import
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
 _P = {name: i for i, name in enumerate(PAIR_FEATURES)}
 _S = {name: i for i, name in enumerate(SESSION_FEATURES)}
@@ -100,8 +104,9 @@ class GBDTBasket:
 
     def __init__(self, config: GBDTConfig | None = None) -> None:
         self.config = config or GBDTConfig()
-        self.buy_model = None
-        self.item_model = None
+        self.buy_model: HistGradientBoostingClassifier | None = None
+        # a float: the constant probability when the training pairs had one class only
+        self.item_model: HistGradientBoostingClassifier | float | None = None
 
     def _classifier(self, categorical: list[int]):
         from sklearn.ensemble import HistGradientBoostingClassifier
@@ -128,16 +133,15 @@ class GBDTBasket:
             return self._fit(train)
 
     def _fit(self, train: Features) -> GBDTBasket:
-        if train.label_buy is None or not train.label_buy.any() or train.label_buy.all():
+        if train.label_buy is None or train.label_pair is None or not train.label_buy.any() or train.label_buy.all():
             raise ValueError("gbdt: the training split needs both buying and non-buying sessions")
         self.buy_model = self._classifier([]).fit(train.session, train.label_buy)
         buyers = train.label_buy[train.candidates.session]
         pairs, labels = self.pair_matrix(train)[buyers], train.label_pair[buyers]
-        self.item_model = self._classifier([_P["category_kind"]])
         if labels.all() or not labels.any():  # one class: a constant model
             self.item_model = float(labels.mean())
         else:
-            self.item_model.fit(pairs, labels)
+            self.item_model = self._classifier([_P["category_kind"]]).fit(pairs, labels)
         return self
 
     def predict(self, features: Features) -> BasketPredictions:
@@ -145,6 +149,8 @@ class GBDTBasket:
             return self._predict(features)
 
     def _predict(self, features: Features) -> BasketPredictions:
+        if self.buy_model is None or self.item_model is None:
+            raise ValueError("gbdt: fit the model before predicting")
         buy = self.buy_model.predict_proba(features.session)[:, 1] if features.n_sessions else np.zeros(0)
         if isinstance(self.item_model, float):
             score = np.full(len(features.pair), self.item_model)

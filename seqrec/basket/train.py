@@ -36,6 +36,8 @@ def batch_tensors(features: Features, rows: np.ndarray, max_len: int, device: to
     """The tensors of the sessions ``rows`` (indices into ``features``): left-padded clicks, session features,
     and their candidates (row in the batch, item, features, labels when known)."""
     items, offsets, cands = features.items, features.offsets, features.candidates
+    if items is None or offsets is None:
+        raise ValueError("the sequence models need the sessions' clicks (Features.items and .offsets)")
     windows = gather_windows(items, offsets[rows], offsets[rows + 1], max_len)
     first, counts = cands.start[rows], cands.start[rows + 1] - cands.start[rows]
     pair_row = np.repeat(np.arange(len(rows)), counts)
@@ -48,6 +50,7 @@ def batch_tensors(features: Features, rows: np.ndarray, max_len: int, device: to
         "pair_features": torch.from_numpy(features.pair[pair]),
     }
     if features.label_buy is not None:
+        assert features.label_pair is not None, "labels give both label_buy and label_pair"
         out["label_buy"] = torch.from_numpy(features.label_buy[rows])
         out["label_pair"] = torch.from_numpy(features.label_pair[pair])
     return {k: v.to(device) for k, v in out.items()}

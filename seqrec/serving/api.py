@@ -15,7 +15,7 @@ import asyncio
 import json
 import os
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +29,7 @@ from pydantic import AfterValidator, BaseModel, Field, StrictFloat, StrictInt, S
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from seqrec.serving.recommender import MAX_K, Recommender
+from seqrec.serving.recommender import MAX_K, ServedModel, predicts_baskets
 
 MAX_SESSIONS = 1_000
 MAX_CLICKS = 10_000
@@ -59,6 +59,7 @@ class Limits:
         for f in fields(cls):
             name = f"SEQREC_{f.name.upper()}"
             if name in os.environ:
+                assert f.default is not MISSING, "every limit has a default"
                 try:
                     values[f.name] = type(f.default)(os.environ[name])
                 except ValueError:
@@ -91,7 +92,7 @@ class RecommendRequest(BaseModel):
     def one_of_session_or_sessions(self) -> RecommendRequest:
         if (self.session is None) == (self.sessions is None):
             raise ValueError("give exactly one of 'session' (a list of item ids) or 'sessions' (a list of lists)")
-        clicks = len(self.session) if self.session is not None else sum(len(s) for s in self.sessions)
+        clicks = len(self.session) if self.session is not None else sum(len(s) for s in self.sessions or [])
         if clicks > MAX_CLICKS:
             raise ValueError(f"at most {MAX_CLICKS} clicks per request, got {clicks}")
         return self
@@ -129,7 +130,7 @@ class Basket(BaseModel):
 class State:
     """What the service loaded at start: the recommender and a description of the model."""
 
-    recommender: Recommender | None = None
+    recommender: ServedModel | None = None
     metadata: dict = {}
     limits: Limits = Limits.from_env()
 
@@ -152,7 +153,7 @@ def registered_version(client: mlflow.MlflowClient, model_uri: str) -> tuple[str
     return name, rest
 
 
-def describe(model_uri: str, recommender: Recommender) -> dict:
+def describe(model_uri: str, recommender: ServedModel) -> dict:
     """Model URI, registered name and version, run, LoggedModel id, model name, metrics and item count; for an
     exported model (a directory with ``seqrec-metadata.json``) what was recorded at export, with no server."""
     meta: dict = {"model_uri": model_uri, "n_items": recommender.n_items, "max_len": recommender.max_len,
@@ -349,11 +350,11 @@ def recommend(request: RecommendRequest) -> dict:
 def basket(request: BasketRequest) -> dict:
     if State.recommender is None:
         raise HTTPException(status_code=503, detail="model not loaded")
-    if not hasattr(State.recommender, "thresholds"):
+    if not predicts_baskets(State.recommender):
         raise HTTPException(status_code=409, detail="the served model ranks next clicks and does not predict "
                                                     "baskets: serve a model of the train_basket step")
     single = request.session is not None
-    sessions = [request.session] if single else request.sessions
+    sessions = [request.session] if request.session is not None else request.sessions
     times = [request.times] if single and request.times is not None else request.sessions_times
     results = State.recommender.predict(sessions, request.k, times) if sessions else []
     answers = [Basket(buy_probability=r.buy_probability, items=r.items, scores=r.scores,

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqrec.serving.recommender import Recommender
+from seqrec.serving.recommender import Recommender, ServedModel
 
 FORMAT = 1
 CONFIG_FILE = "recommender.json"
 
 
-def save_recommender(recommender: Recommender, directory: str | Path) -> Path:
+def save_recommender(recommender: ServedModel, directory: str | Path) -> Path:
     """Write ``recommender`` to ``directory`` (created); returns the directory. A basket predictor is written
     by :func:`seqrec.serving.basket.save_basket`."""
     from seqrec.serving.basket import BasketPredictor, save_basket
@@ -59,7 +59,7 @@ def _build_scorer(config: dict, directory: Path):
         return make_baseline(config["model"], **config["config"]).load_state_dict(dict(state))
 
 
-def load_recommender(directory: str | Path) -> Recommender:
+def load_recommender(directory: str | Path) -> ServedModel:
     """Rebuild the recommender (or basket predictor) that :func:`save_recommender` wrote to ``directory``."""
     from seqrec.serving.basket import is_basket, load_basket
 

@@ -173,7 +173,8 @@ def _build_model(config: dict, directory: Path):
     from seqrec.models.registry import build_model
 
     encoder = build_model(name, config["n_items"], config["encoder_config"])
-    net = BasketNet(encoder, *config["n_features"], BasketNetConfig(**config["config"]))
+    n_session_features, n_pair_features = config["n_features"]
+    net = BasketNet(encoder, n_session_features, n_pair_features, BasketNetConfig(**config["config"]))
     net.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu", weights_only=True))
     return NeuralBasket(net.eval(), config["encoder_config"])
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel  # not mlflow.pyfunc.PythonModel: mypy sees mlflow.pyfunc as a lazy loader
 from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
-from seqrec.serving.recommender import DEFAULT_K, Recommender, RequestError
+from seqrec.serving.recommender import DEFAULT_K, RequestError, ServedModel, predicts_baskets
 
 ARTIFACT = "recommender"
 
@@ -62,11 +62,11 @@ def parse_sessions(model_input: Any, k: int = DEFAULT_K) -> tuple[list[list], li
     raise RequestError(f"unsupported input type {type(model_input).__name__}")
 
 
-class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
+class SeqrecPyfunc(PythonModel):
     """pyfunc flavour of a :class:`Recommender`; answers with columns ``items`` and ``scores`` (a basket model,
     :class:`~seqrec.serving.basket.BasketPredictor`, also with ``buy_probability`` and ``basket``)."""
 
-    recommender: Recommender | None = None  # set by load_context
+    recommender: ServedModel | None = None  # set by load_context
 
     def load_context(self, context) -> None:
         from seqrec.serving.artifacts import load_recommender
@@ -76,9 +76,11 @@ class SeqrecPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Answers for the sessions of ``model_input``: a DataFrame as the signature delivers it (a dict or a list
         of sessions is read too, see :func:`parse_sessions`)."""
+        if self.recommender is None:
+            raise RuntimeError("no recommender: load_context was not called")
         k = int((params or {}).get("k", DEFAULT_K))
         sessions, ks = parse_sessions(model_input, k)
-        if hasattr(self.recommender, "thresholds"):  # a basket model: buy probability, items, scores, basket
+        if predicts_baskets(self.recommender):  # a basket model: buy probability, items, scores, basket
             answers = self.recommender.predict_each(sessions, ks)
             return pd.DataFrame({"buy_probability": [a.buy_probability for a in answers],
                                  "items": [a.items for a in answers], "scores": [a.scores for a in answers],

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 import numpy as np
 import torch
 
 from seqrec.devices import device_of
 from seqrec.models.base import SequenceModel
+
+if TYPE_CHECKING:
+    from seqrec.serving.basket import BasketPredictor
 
 DEFAULT_K = 20
 MAX_K = 1000
@@ -37,6 +40,15 @@ class Recommendation:
 
 class RequestError(ValueError):
     """A malformed recommendation request; the message names the field."""
+
+
+# what a saved model loads as (seqrec.serving.artifacts), and what the pyfunc and the service answer with
+ServedModel: TypeAlias = "Recommender | BasketPredictor"
+
+
+def predicts_baskets(model: ServedModel | None) -> TypeGuard[BasketPredictor]:
+    """Whether ``model`` is a basket predictor (it has decision thresholds), not a next-click recommender."""
+    return hasattr(model, "thresholds")
 
 
 def _rank_keys(scores: torch.Tensor, first_item: int) -> torch.Tensor:
@@ -143,7 +155,7 @@ class Recommender:
             items, scores = self._rank(inputs, int(ks[known].max()))
             names = self.raw_ids[items].astype(str)
             answers = {s: Recommendation(names[row, : ks[s]].tolist(), scores[row, : ks[s]].tolist())
-                       for row, s in enumerate(known)}
+                       for row, s in enumerate(known.tolist())}
         return [answers[s] if s in answers else
                 Recommendation(self._popular_items[: ks[s]], self._popular_scores[: ks[s]])
                 for s in range(len(sessions))]
@@ -179,6 +191,7 @@ class Recommender:
         for first in range(1, self.n_items + 1, chunk):
             ids = torch.arange(first, min(first + chunk, self.n_items + 1), device=states.device)
             best = _merge(best, _top(self.scorer.score_items(states, ids), first, k), k)
+        assert best is not None, "called only for a batch too wide for whole rows: the catalogue is not empty"
         return best
 
     @torch.no_grad()

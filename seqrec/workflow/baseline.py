@@ -41,7 +41,9 @@ def run_baseline(data_dir: str, model: str, params: dict | None = None, max_len:
     tags = {tracking.TAG_MODEL: model, tracking.TAG_PRESET: "default", **tracking.dataset_tags(data.stats)}
     with tracking.start_run("train_baseline", tags=tags, nested=nested, run_name=f"{model}-{data.name}",
                             system_metrics=True) as run:
-        config = {"model": model, "data": str(data_dir), "max_len": max_len, **asdict(baseline.config)}
+        # every baseline sets a config dataclass, though Baseline (seqrec.models.baselines.base) declares none
+        config = {"model": model, "data": str(data_dir), "max_len": max_len,
+                  **asdict(baseline.config)}
         tracking.log_params({**config, "seeds": seeds})
         datasets = log_inputs(data)
         val = validate_baseline(data, model, params, max_len).prefixed("val")

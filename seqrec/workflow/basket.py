@@ -150,6 +150,7 @@ def _train_neural(model: str, data: ProcessedDataset, head: dict, encoder_cfg: d
             best = (record[SELECT_METRIC], epoch, thresholds, pred)
         elif epoch - best[1] >= cfg.patience:
             break
+    assert best is not None, "cfg.epochs >= 1: the first epoch sets best"
     _, best_epoch, thresholds, val_pred = best
     rng = np.random.default_rng(cfg.seed)
     net = _fresh_net(model, data, head, encoder_cfg, full.features, cfg.seed)
@@ -245,6 +246,8 @@ def run_basket(data_dir: str, model: str, params: dict | None = None, nested: bo
 def _log_model(predictor: BasketPredictor, data: ProcessedDataset, tags: dict[str, str], params: dict) -> str:
     test = data.split("test")
     example = [str(data.raw_ids[i]) for i in test.items[test.offsets[0] : test.offsets[1]]]
-    info = tracking.log_model(predictor, example, params=params, tags=tags, model_type=tags[tracking.TAG_MODEL])
+    # log_model takes a basket predictor too (its docstring), but is annotated with Recommender only
+    info = tracking.log_model(predictor, example, params=params, tags=tags,  # type: ignore[arg-type]
+                              model_type=tags[tracking.TAG_MODEL])
     mlflow.log_artifact(str(data.path / "item_mapping.json"))
     return info.model_id

@@ -26,6 +26,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from mlflow.entities import LoggedModel
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from seqrec import tracking
@@ -100,14 +101,14 @@ def metric_of(model: LoggedModel, metric: str) -> float:
     return (own or values or [float("nan")])[-1]
 
 
-def _champion(name: str) -> tuple[object, LoggedModel | None]:
+def _champion(name: str) -> tuple[ModelVersion | None, LoggedModel | None]:
     client = mlflow.MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, ALIAS)
     except MlflowException:
         return None, None
-    model_id = version.model_id or (version.source[len("models:/"):] if version.source.startswith("models:/m-")
-                                    else None)
+    source = version.source or ""
+    model_id = version.model_id or (source[len("models:/"):] if source.startswith("models:/m-") else None)
     return version, client.get_logged_model(model_id) if model_id else None
 
 
@@ -120,12 +121,12 @@ def describe(model: LoggedModel) -> str:
             f"{model.source_run_id}: {metrics}.")
 
 
-def _is_version_of(version, model: LoggedModel) -> bool:
+def _is_version_of(version: ModelVersion, model: LoggedModel) -> bool:
     """Whether a registered ``version`` is ``model`` (by its source URI or its model id)."""
     return version.source == f"models:/{model.model_id}" or version.model_id == model.model_id
 
 
-def _version_of(name: str, model: LoggedModel):
+def _version_of(name: str, model: LoggedModel) -> ModelVersion:
     """The registered version of ``model`` under ``name``, registering it if it has none."""
     client = mlflow.MlflowClient()
     for version in client.search_model_versions(f"name='{name}'"):
@@ -159,6 +160,7 @@ def run_register(data: str = "", metric: str = DEFAULT_METRIC, name: str = "seqr
     version, champion = _champion(name)
     print(f"register: {code_versions(best, champion, version)}", flush=True)
     if champion is not None:
+        assert version is not None, "_champion finds a champion model through its version"
         champion_digest = champion.tags.get(tracking.TAG_DIGEST, "")
         if champion_digest != digest and not force:
             across = Across(name, version, champion, best, metric, dataset, digest, alpha, resamples)
@@ -173,7 +175,7 @@ def run_register(data: str = "", metric: str = DEFAULT_METRIC, name: str = "seqr
     return _promote(best, name, metric, value, dataset, digest, nested, experiment)
 
 
-def _identity(model: LoggedModel, version) -> dict:
+def _identity(model: LoggedModel, version: ModelVersion) -> dict:
     """The keys of a decision that name a registered model version."""
     return {"version": version.version, "run_id": model.source_run_id, "model_id": model.model_id,
             "model": model.tags.get(tracking.TAG_MODEL, ""), "code_version": model.tags.get(tracking.TAG_CODE, "")}
@@ -184,7 +186,7 @@ class Across:
     """A candidate of one dataset against the champion of another: who, and how they are compared."""
 
     name: str
-    version: object  # the champion's model version
+    version: ModelVersion  # the champion's model version
     champion: LoggedModel
     candidate: LoggedModel
     metric: str  # the selection metric (best_val_...)
@@ -279,11 +281,18 @@ def test_counterpart(metric: str) -> tuple[str, int]:
     return (f"{kind if kind in ('mrr', 'recall') else 'mrr'}_at_{k}", int(k))
 
 
+def _run_id(model: LoggedModel) -> str:
+    """The id of the training run that logged ``model`` (every candidate has one, so had the champion)."""
+    if model.source_run_id is None:
+        raise RegisterError(f"model {model.model_id} was not logged by a run")
+    return model.source_run_id
+
+
 def dataset_dir(data: str, candidate: LoggedModel, digest: str) -> Path | None:
     """The candidate's processed dataset directory: ``data`` when it is one, else the directory its training run
     read (its ``data`` parameter), when that still holds the dataset of ``digest``."""
     client = mlflow.MlflowClient()
-    for path in (data, client.get_run(candidate.source_run_id).data.params.get("data", "")):
+    for path in (data, client.get_run(_run_id(candidate)).data.params.get("data", "")):
         if path and Path(path, "stats.json").exists() and ProcessedDataset.load(path).digest == digest:
             return Path(path)
     return None
@@ -315,7 +324,9 @@ def test_ranks_of(model: LoggedModel, data: ProcessedDataset) -> np.ndarray:
     to_model = model_ids(recommender, data.raw_ids)
     same = len(to_model) == len(recommender.raw_ids) and bool((to_model == np.arange(len(to_model))).all())
     scorer = recommender.scorer if same else RemappedScorer(recommender, to_model)
-    return evaluate(scorer, data.split("test"), data.n_items, recommender.max_len, progress=False).ranks
+    ranks = evaluate(scorer, data.split("test"), data.n_items, recommender.max_len, progress=False).ranks
+    assert ranks is not None, "evaluate() always returns the ranks"
+    return ranks
 
 
 def ranks_on(model: LoggedModel, data: ProcessedDataset) -> np.ndarray:
@@ -324,7 +335,7 @@ def ranks_on(model: LoggedModel, data: ProcessedDataset) -> np.ndarray:
     from seqrec.workflow.report import load_test_ranks
 
     if model.tags.get(tracking.TAG_DIGEST) == data.digest:
-        logged = load_test_ranks(model.source_run_id)
+        logged = load_test_ranks(_run_id(model))
         if logged is not None and logged.shape[-1] == data.split("test").n_predictions:
             return logged
     return test_ranks_of(model, data)
@@ -428,7 +439,7 @@ def _log_decision(name: str, metric: str, dataset: str, comparison: Comparison |
         tracking.log_json(comparison.to_dict(), "comparison.json")
 
 
-def code_versions(candidate: LoggedModel, champion: LoggedModel | None, version) -> str:
+def code_versions(candidate: LoggedModel, champion: LoggedModel | None, version: ModelVersion | None) -> str:
     """One line naming the code version that trained the candidate and the champion, and whether they differ
     (a comparison across code versions is allowed, but the user should know it is one)."""
     def code(model: LoggedModel) -> str:
@@ -436,7 +447,7 @@ def code_versions(candidate: LoggedModel, champion: LoggedModel | None, version)
 
     line = f"candidate {candidate.tags.get(tracking.TAG_MODEL, '?')} (run {candidate.source_run_id}) was trained " \
            f"by code {code(candidate)}"
-    if champion is None:
+    if champion is None or version is None:  # a champion always comes with its version (_champion)
         return f"{line}; there is no champion yet"
     line += f"; champion version {version.version} ({champion.tags.get(tracking.TAG_MODEL, '?')}, run " \
             f"{champion.source_run_id}) by code {code(champion)}"
@@ -449,7 +460,7 @@ VERSION_TAGS = ("selection_metric", "run_id", "model_id", tracking.TAG_MODEL, tr
                 tracking.TAG_DATASET, tracking.TAG_DIGEST)
 
 
-def _promoted(version) -> bool:
+def _promoted(version: ModelVersion) -> bool:
     """Whether ``_promote`` finished on ``version`` (a kill after the alias moved leaves tags missing)."""
     return set(VERSION_TAGS) <= set(version.tags or {})
 

@@ -103,11 +103,12 @@ def log_final_metrics(model_id: str, datasets: dict[str, tracking.SplitDataset],
 
 def log_test_ranks(tests: list[EvalResult]) -> None:
     """``test_ranks.npy``: the rank of every test prediction of each seed, ``[seeds, predictions]`` int32."""
-    if any(t.ranks is None for t in tests):
+    ranks = [t.ranks for t in tests if t.ranks is not None]
+    if len(ranks) < len(tests):
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / RANKS_ARTIFACT
-        np.save(path, np.stack([t.ranks for t in tests]).astype(np.int32))
+        np.save(path, np.stack(ranks).astype(np.int32))
         mlflow.log_artifact(str(path))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,6 +28,7 @@ class Baseline(ABC):
     device = torch.device("cpu")
     state_arrays: ClassVar[tuple[str, ...]] = ()
     state_matrices: ClassVar[tuple[str, ...]] = ()
+    config: Any  # the model's settings, a dataclass (every subclass sets it)
 
     def __init__(self) -> None:
         self.n_items = 0
