@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import tomllib
+from packaging.requirements import Requirement
 
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.serving.export import main as export
@@ -22,6 +26,9 @@ from tests.test_serving import call, free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+# its RUN instructions, one line each
+RUNS = [" ".join(run.replace("\\\n", " ").split()) for run in re.findall(r"^RUN ((?:.*\\\n)*.*)$", DOCKERFILE, re.M)]
+UV = shutil.which("uv", path=os.path.dirname(sys.executable))  # the dev extra's, as `make` installs it
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +67,49 @@ def test_export_replaces_its_own_output_and_refuses_a_foreign_directory(exported
 
 def test_the_dockerfile_runs_as_a_user_with_a_healthcheck_and_installs_only_the_models_pins():
     assert re.search(r"^USER seqrec$", DOCKERFILE, re.M) and "HEALTHCHECK" in DOCKERFILE
-    installs = " ".join(line for line in DOCKERFILE.splitlines() if "pip install" in line)
-    assert "-r /opt/model/requirements.txt -r /opt/model/serve-requirements.txt" in installs
+    installs = " ".join(run for run in RUNS if "pip install" in run)
+    pinned = "-c /tmp/lock-constraints.txt -r /opt/model/requirements.txt -r /opt/model/serve-requirements.txt"
+    assert pinned in installs
     assert "pip install ." not in installs and "MLFLOW_TRACKING_URI" not in DOCKERFILE
+
+
+def lock_export() -> list[str]:
+    """The Dockerfile's ``uv export`` (its first stage), as a command for the checkout."""
+    (run,) = [run for run in RUNS if run.startswith("uv export")]
+    return [UV, *shlex.split(run)[1:]]
+
+
+def test_the_image_installs_under_the_lock_with_the_locked_uv():
+    """Every package of the image at uv.lock's version (the lock's export is pip's constraints file), made with the
+    uv release the lock pins; `--locked`: a lock behind pyproject.toml stops the build."""
+    command = lock_export()
+    assert {"--locked", "--no-hashes", "--no-emit-project"} <= set(command)
+    assert command[command.index("--extra") + 1] == "serve"
+    assert command[command.index("--output-file") + 1] == "/lock-constraints.txt"
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    (uv,) = [p["version"] for p in lock["package"] if p["name"] == "uv"]
+    assert re.search(r"^ARG UV_VERSION=(\S+)$", DOCKERFILE, re.M).group(1) == uv
+
+
+@pytest.mark.skipif(UV is None, reason="no uv beside this Python (pip install -e '.[dev]')")
+def test_the_models_pins_are_the_locks_so_the_image_installs(exported, tmp_path):
+    """The exported model's pins (requirements.txt, serve-requirements.txt) against the constraints the image
+    installs under, for this Python: a pin the lock does not hold would stop `docker build`."""
+    out, _ = exported
+    command = lock_export()
+    command[command.index("--directory") + 1] = str(ROOT)
+    command[command.index("--output-file") + 1] = str(tmp_path / "lock-constraints.txt")
+    subprocess.run(command, check=True, timeout=120)
+    locked = {}
+    for line in (tmp_path / "lock-constraints.txt").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate():
+                locked[requirement.name] = requirement.specifier
+    pins = [Requirement(line) for name in ("requirements.txt", "serve-requirements.txt")
+            for line in (out / name).read_text().split()]
+    assert {p.name for p in pins} >= {"torch", "mlflow", "fastapi", "uvicorn"}
+    assert {p.name: str(p.specifier) for p in pins if str(p.specifier) != str(locked.get(p.name))} == {}
 
 
 def test_the_images_command_serves_the_exported_model_without_a_tracking_server(exported, processed, tmp_path):

@@ -134,3 +134,39 @@ def test_mlproject_parameters_are_the_steps_options_with_the_same_defaults(entry
     """Each entry point's parameters are its step's options under the same names (``max_len`` is ``--max-len``),
     with the same defaults, and the step has no option MLproject leaves out."""
     assert _disagreements(entry) == []
+
+
+def test_the_predicted_sessions_are_a_path_and_model_uris_stay_strings():
+    """``path``: an input file that must exist, made absolute from where ``mlflow run`` starts (or downloaded); a
+    ``path`` has no default, since a default such as ``data/processed/...`` need not exist yet. Model URIs stay
+    ``string``: MLflow's ``uri`` type would refuse a local model directory."""
+    spec = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+    typed = {(entry, name): p.get("type", "string") for entry, e in spec.items()
+             for name, p in e.get("parameters", {}).items()}
+    assert {k for k, t in typed.items() if t == "path"} == {("predict", "sessions")}
+    assert {t for (_, name), t in typed.items() if name == "model_uri"} == {"string"}
+    assert all("default" not in spec[entry]["parameters"][name] for (entry, name), t in typed.items() if t == "path")
+
+
+def test_mlflow_run_resolves_the_typed_parameters_before_the_step(tmp_path, monkeypatch):
+    """MLflow's own resolution of the parameters (what ``mlflow run`` does before it starts the step): every entry
+    point's defaults pass, a relative ``path`` becomes absolute from the caller's directory, a local model directory
+    passes as it is, a missing file is refused."""
+    from mlflow.exceptions import ExecutionException
+    from mlflow.projects._project_spec import load_project
+
+    project = load_project(str(ROOT))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "open.csv").write_text("session,item,time\n")
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    for entry in _ENTRY_POINTS:
+        project.get_entry_point(entry).compute_parameters({"sessions": "open.csv"}, str(storage))
+    predict = project.get_entry_point("predict")
+    params, _ = predict.compute_parameters({"sessions": "open.csv"}, str(storage))
+    assert params["sessions"] == shlex.quote(str(tmp_path / "open.csv"))
+    assert params["model_uri"] == "models:/seqrec@champion"
+    params, _ = predict.compute_parameters({"sessions": "open.csv", "model_uri": str(storage)}, str(storage))
+    assert params["model_uri"] == shlex.quote(str(storage))
+    with pytest.raises(ExecutionException):
+        predict.compute_parameters({"sessions": "missing.csv"}, str(storage))

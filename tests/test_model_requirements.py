@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 from seqrec.tracking import INFERENCE_DISTRIBUTIONS
 from seqrec.workflow.baseline import run_baseline
 from seqrec.workflow.basket import run_basket
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # loads the model, scores one session, prints each third-party module that the seqrec modules it imported
 # import themselves, with the distributions that provide it (the model's direct requirements)
@@ -62,3 +65,18 @@ def test_requirements_hold_what_inference_imports_and_no_training_package(proces
     missing = {module: owners for module, owners in imported_by(run_id).items() if not set(owners) & required}
     assert not missing  # every module inference imports comes with a required distribution
     assert not required & {"optuna", "matplotlib", "fastapi", "uvicorn", "tqdm"}
+
+
+def test_a_model_logged_in_the_uv_project_carries_its_own_requirements_only(processed, tmp_path, monkeypatch):
+    """MLflow 3 copies the uv.lock and pyproject.toml of the directory a model is logged from into the model, and
+    `--env-manager uv` then rebuilds the whole project from them: not for seqrec's models (the checkout's pair, in a
+    scratch directory, stands for `mlflow run .`)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("pyproject.toml", "uv.lock"):
+        shutil.copy(ROOT / name, project / name)
+    monkeypatch.chdir(project)
+    run_id = run_baseline(str(processed), "sr")[0]
+    files = {Path(a.path).name for a in mlflow.artifacts.list_artifacts(artifact_uri=f"runs:/{run_id}/model")}
+    assert "requirements.txt" in files and not files & {"uv.lock", "pyproject.toml"}
+    assert requirements_of(run_id, tmp_path) == set(INFERENCE_DISTRIBUTIONS)
