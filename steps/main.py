@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> MainParams:
                         "for the whole run, shared by the neural models (0: no limit)")
     p.add_argument("--seeds", type=int_arg, default=1,
                    help="repeat each training run's protocol with N seeds; the comparison shows mean +- std")
+    p.add_argument("--tune", type=int_arg, default=0,
+                   help="give each sequence model an N-trial Optuna study on valid before its final run (0: none)")
     a, rest = p.parse_known_args(argv)
     if a.help:
         p.print_help()
@@ -44,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> MainParams:
         raise RangeError("main", exc.problem) from None
     return MainParams(clicks=pre.clicks, buys=pre.buys, fraction=pre.config.fraction,
                       synthetic_clicks=pre.synthetic_clicks, seed=pre.seed, epochs=a.epochs, models=a.models,
-                      time_budget=a.time_budget, seeds=a.seeds, data=a.data, preprocess=pre)
+                      time_budget=a.time_budget, seeds=a.seeds, tune=a.tune, data=a.data, preprocess=pre)
 
 
 def main(argv: list[str] | None = None) -> int:

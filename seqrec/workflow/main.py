@@ -80,6 +80,8 @@ class MainParams:
     # "auto" (epoch caps on the built-in data, none on the user's), or seconds for the whole run (0: none)
     time_budget: float | str = AUTO
     seeds: int = ranged(1, at_least(1))  # each training run repeats its protocol with this many seeds
+    # trials of an Optuna study on valid per sequence model before its final run (the ``tune`` step; 0: none)
+    tune: int = ranged(0, at_least(0))
     neural_overrides: dict = field(default_factory=dict)
     data: str = ""  # a processed dataset directory: no preprocess step
     preprocess: PreprocessParams = field(default_factory=PreprocessParams)
@@ -288,15 +290,37 @@ def train_neural_models(params: MainParams, plan: list[tuple[str, str, dict]], d
     for i, (model, preset, overrides) in enumerate(plan):
         # the budget, not the limit it gives this run, is what a reused run must have been trained under
         payload = {**digest, "preset": preset, "overrides": overrides, "time_budget": budget, "seeds": params.seeds}
+        share = selection_seconds(budget - (time.monotonic() - started), len(plan) - i) if budget else 0.0
+        if params.tune:
+            runs[f"{model}-{preset}"] = tuned_run(params, model, preset, overrides, data_dir, payload, share)
+            continue
         limited = dict(overrides)
         if budget:  # each seed selects for its part of the run's share
-            limited["max_seconds"] = selection_seconds(budget - (time.monotonic() - started),
-                                                       len(plan) - i) / params.seeds
+            limited["max_seconds"] = share / params.seeds
             print(f"main: {model}-{preset} selects for at most {limited['max_seconds']:.0f} s", flush=True)
         runs[f"{model}-{preset}"] = reuse_or_run(
             f"train_{model}:{preset}", payload,
             lambda m=model, p=preset, o=limited: run_neural(m, data_dir, p, o, nested=True, seeds=params.seeds))[0]
     return runs
+
+
+def tuned_run(params: MainParams, model: str, preset: str, overrides: dict, data_dir: str, payload: dict,
+              share: float) -> str:
+    """``main -P tune=N``: an N-trial study of ``model`` on valid (the ``tune`` step, its search space declared by
+    the model; the plan's overrides stay fixed), then its best setting trained and tested as the model's run,
+    whose id this returns. Under a time budget the study gets half of the run's ``share`` of seconds (no trial
+    starts after it) and each seed of the final run a part of the other half."""
+    from seqrec.workflow.tune import TAG_FINAL_RUN, TuneParams, run_tune  # tune imports Optuna: only when asked
+
+    fixed = {k: v for k, v in overrides.items() if k != "epochs"}
+    if share:
+        fixed["max_seconds"] = share / 2 / params.seeds
+        print(f"main: {model}-{preset} tunes for at most {share / 2:.0f} s", flush=True)
+    tune = TuneParams(model=model, data=data_dir, preset=preset, epochs=int(overrides.get("epochs", 0)),
+                      trials=params.tune, timeout=share / 2, seeds=params.seeds, params=fixed)
+    tune_run, _ = reuse_or_run(f"tune_{model}:{preset}", {**payload, "tune": params.tune},
+                               lambda: run_tune(tune, nested=True))
+    return mlflow.MlflowClient().get_run(tune_run).data.tags[TAG_FINAL_RUN]
 
 
 def checked_dataset(path: str) -> ProcessedDataset:
