@@ -3,7 +3,9 @@
 Every epoch of ``seqrec.trainer`` ends with a checkpoint (model, optimiser, scheduler, RNG state, history:
 tensors and plain types, read back with ``weights_only=True``) written to a fsynced temporary file and renamed
 (``seqrec.outputs.write_atomically``), the one before it kept, so a killed run, a full disk or a corrupt file
-loses at most one epoch. A run's checkpoints live in ``CHECKPOINT_ROOT / f"{model}-{run_key(...)}"``.
+loses at most one epoch. A run's checkpoints live in ``CHECKPOINT_ROOT / f"{model}-{run_key(...)}"`` on the
+machine of rank 0 and, when the checkpointer has the run's :class:`RunArtifacts`, in the MLflow run's artifact
+store too (the latest one only, overwritten each epoch), from where a run continues on any machine.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlflow
 import torch
 
 from seqrec.outputs import write_atomically
@@ -44,6 +49,31 @@ class CheckpointError(RuntimeError):
 _PLAIN_TYPES = (torch.Tensor, str, int, float, bool, type(None))
 
 
+class RunArtifacts:
+    """A folder of an MLflow run's artifacts (``checkpoints``, ``checkpoints/seed2``...) that holds the run's
+    latest checkpoint. A tracking server proxies the bytes to its artifact store (``mlflow-artifacts:/``), so
+    every machine that reaches the server reaches them; a local store (SQLite, files) keeps them in its
+    artifact root, so the same code serves one machine without a server."""
+
+    def __init__(self, run_id: str, folder: str):
+        self.run_id, self.folder = run_id, folder
+
+    def upload(self, path: Path) -> None:
+        """Log the file ``path`` into the folder, over the file of the same name that is there."""
+        mlflow.MlflowClient().log_artifact(self.run_id, str(path), self.folder)
+
+    def download(self, name: str, into: Path) -> Path | None:
+        """The folder's file ``name`` downloaded into the directory ``into``; ``None`` when there is none."""
+        client = mlflow.MlflowClient()
+        wanted = f"{self.folder}/{name}"
+        if wanted not in {a.path for a in client.list_artifacts(self.run_id, self.folder)}:
+            return None
+        return Path(client.download_artifacts(self.run_id, wanted, str(into)))
+
+    def __str__(self) -> str:
+        return f"run {self.run_id}'s artifacts {self.folder}/"
+
+
 class Checkpointer:
     """Per-epoch checkpoints of one training run that a kill, a full disk or a corrupt file never costs
     more than an epoch.
@@ -52,20 +82,48 @@ class Checkpointer:
     ``last.pt`` becomes ``last.prev.pt``, and only then is the new file renamed to ``last.pt``. States
     hold tensors and plain types only and are read with ``weights_only=True`` (no code runs on load);
     an unreadable ``last.pt`` falls back to ``last.prev.pt``, saying so.
+
+    With ``artifacts`` every saved checkpoint is also uploaded there (over the previous upload: the artifact
+    store holds the latest one only), and :meth:`fetch` brings it to this machine, so that a run continues
+    on a machine that never held its files.
     """
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, artifacts: RunArtifacts | None = None):
         self.directory = directory
         self.path = directory / "last.pt"
         self.previous = directory / "last.prev.pt"
+        self.artifacts = artifacts
         self._resumed_from_previous = False  # set by a fallback: the next save keeps the previous file
 
     def save(self, state: dict) -> None:
-        """Write ``state`` (tensors and plain types) as the latest checkpoint, keeping the one before it."""
+        """Write ``state`` (tensors and plain types) as the latest checkpoint, keeping the one before it, and
+        upload it to the run's artifacts (after the local write: a kill in between costs one epoch)."""
         _check_plain(state, "state")
         write_atomically(self.path, lambda f: torch.save(state, f), durable=True,
                          keep=None if self._resumed_from_previous else self.previous)
         self._resumed_from_previous = False
+        if self.artifacts is not None:
+            self.artifacts.upload(self.path)
+
+    def fetch(self, keep_local: bool = False) -> bool:
+        """Make the run's uploaded checkpoint (the latest any machine saved) this machine's ``last.pt``, written
+        atomically; ``False``, leaving the local files as they are, when the run has none. ``keep_local`` (the
+        local files are the same run's): the local ``last.pt`` becomes ``last.prev.pt``, the fallback should the
+        fetched one be unreadable; otherwise the local files go. :meth:`load` then verifies it like any other."""
+        if self.artifacts is None:
+            return False
+        with tempfile.TemporaryDirectory(prefix="seqrec-fetch-") as tmp:
+            fetched = self.artifacts.download(self.path.name, Path(tmp))
+            if fetched is None:
+                return False
+            if not keep_local:
+                self.clear()
+            with open(fetched, "rb") as source:
+                write_atomically(self.path, lambda f: shutil.copyfileobj(source, f), durable=True,
+                                 keep=self.previous if keep_local else None)
+        self._resumed_from_previous = False
+        print(f"checkpoint: fetched the latest checkpoint from {self.artifacts} into {self.path}", flush=True)
+        return True
 
     def load(self) -> dict | None:
         """The latest readable state (``None`` when there is none); an unreadable latest one falls back to
@@ -94,6 +152,13 @@ class Checkpointer:
         """Remove the run's checkpoints (a new run of the same key starts from scratch)."""
         self.path.unlink(missing_ok=True)
         self.previous.unlink(missing_ok=True)
+
+    def read_json(self, name: str) -> dict | None:
+        """The JSON file ``name`` of the run's directory (``None`` when missing or unreadable)."""
+        try:
+            return json.loads((self.directory / name).read_text())
+        except (OSError, ValueError):
+            return None
 
     def save_json(self, name: str, obj: dict) -> None:
         write_atomically(self.directory / name, lambda f: f.write(json.dumps(obj).encode()), durable=True)

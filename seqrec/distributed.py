@@ -2,18 +2,23 @@
 under torchrun, and what the ranks of one training run share.
 
 Under ``torchrun`` every rank trains on its own shard of the windows or sessions (gloo on CPU, NCCL on
-GPU); only rank 0 evaluates, writes checkpoints and logs, and its decisions reach the other ranks
-through :func:`from_main`. Without torchrun every helper is a no-op for a world of one process.
+GPU); only rank 0 evaluates, writes checkpoints and logs, and its decisions and data (a checkpoint's state
+included) reach the other ranks in memory through :func:`from_main` and :func:`main_computes`, so the
+ranks share no file system: on several machines (``torchrun --nnodes=N``) each reads its own copy of the
+dataset, and :func:`check_same_on_every_rank` stops them all when the copies differ. Without torchrun
+every helper is a no-op for a world of one process.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -43,10 +48,12 @@ def init_distributed(device: str) -> bool:
     return dist.get_rank() == 0
 
 
-def leave_process_group() -> None:
-    """Wait for every rank (rank 0 logs last), then shut the process group down cleanly."""
+def leave_process_group(wait: bool = True) -> None:
+    """Wait for every rank (rank 0 logs last), then shut the process group down cleanly; ``wait=False``
+    (after an error, when some ranks may never reach the barrier) shuts it down at once."""
     if dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -72,6 +79,52 @@ def from_main(value: T) -> T:
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+class RankZeroFailed(RuntimeError):
+    """Rank 0 failed while computing what the other ranks waited for (rank 0 reports the error itself)."""
+
+
+def main_computes(compute: Callable[[], T]) -> T:
+    """``compute()`` run on rank 0 only, its result on every rank (a checkpoint's state, the run to continue).
+    An error on rank 0 reaches the other ranks as :class:`RankZeroFailed` instead of leaving them waiting,
+    and rank 0 raises its own."""
+    if not is_distributed():
+        return compute()
+    if dist.get_rank() != 0:
+        outcome: tuple[bool, Any] = from_main((False, ""))  # what this rank passes is ignored
+        if not outcome[0]:
+            raise RankZeroFailed(outcome[1])
+        return outcome[1]
+    try:
+        value = compute()
+    except Exception as exc:
+        from_main((False, f"{type(exc).__name__}: {exc}"))
+        raise
+    from_main((True, value))
+    return value
+
+
+def check_same_on_every_rank(what: str, value: str, where: str, hint: str) -> None:
+    """Stop every rank with one error that lists each rank's host, ``where`` and ``value``, and says what to do
+    (``hint``), unless all ranks hold the same ``value`` (a dataset's digest: each machine reads its own copy,
+    so the copies must match)."""
+    if not is_distributed():
+        return
+    seen: list = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, (socket.gethostname(), where, value))
+    if len({v for _, _, v in seen}) > 1:
+        listed = "; ".join(f"rank {r} on {host}: {v} ({w})" for r, (host, w, v) in enumerate(seen))
+        raise ValueError(f"the ranks do not hold the same {what}: {listed}: {hint}")
+
+
+def gathered(value: T) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` without torchrun)."""
+    if not is_distributed():
+        return [value]
+    values: list = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def agreed_steps(steps: int) -> int:

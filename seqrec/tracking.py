@@ -8,6 +8,7 @@ project launcher is reused; ``nested=True`` opens a child of the active run (use
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,11 +21,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
+from mlflow.entities import Run
+from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, MLFLOW_UV_AUTO_DETECT
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import ColSpec, Schema
 
@@ -39,6 +42,7 @@ TAG_DIGEST = "seqrec.data_digest"
 TAG_STEP = "seqrec.step"
 TAG_STEP_KEY = "seqrec.step_key"
 TAG_CODE = "seqrec.code_version"  # seqrec.version.code_version(): which code made a run or a model
+TAG_CHECKPOINT_KEY = "seqrec.checkpoint_key"  # a training run's checkpoints.run_key: what resume finds it by
 # MLflow 3's UI opens an experiment without this tag in its GenAI view
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 _STEP_SCOPE: ContextVar[dict | None] = ContextVar("seqrec_step_scope", default=None)
@@ -135,6 +139,27 @@ def start_run(step: str, tags: dict[str, str] | None = None, nested: bool = Fals
         if launcher:
             mlflow.MlflowClient().set_tag(launcher, "seqrec.logged_to_run", run.info.run_id)
         yield run
+
+
+def latest_run_tagged(tag: str, value: str) -> Run | None:
+    """The most recently started run tagged ``tag = value`` (deleted runs aside) in the experiments a run of
+    this process may log to: ``seqrec``, the one ``MLFLOW_EXPERIMENT_ID`` or ``MLFLOW_EXPERIMENT_NAME`` names
+    (``mlflow run``), the active run's (``main``); ``None`` when there is none."""
+    client = mlflow.MlflowClient()
+    experiments = [client.get_experiment_by_name(name)
+                   for name in (EXPERIMENT, os.environ.get("MLFLOW_EXPERIMENT_NAME")) if name]
+    ids = {e.experiment_id for e in experiments if e is not None}
+    active = mlflow.active_run()
+    ids |= {active.info.experiment_id} if active is not None else set()
+    given = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if given and given not in ids:
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # not in this store: nothing to find there
+            ids.add(client.get_experiment(given).experiment_id)
+    if not ids:
+        return None
+    runs = client.search_runs(sorted(ids), f"tags.`{tag}` = '{value}'", order_by=["attributes.start_time DESC"],
+                              max_results=1)
+    return runs[0] if runs else None
 
 
 def _create_experiment(name: str) -> None:
@@ -258,7 +283,10 @@ def log_model(recommender: Recommender, example_session: list[str], params: dict
 
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_log.level
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    # no uv project: MLflow would copy the checkout's uv.lock and pyproject.toml into a model logged from the project
+    # directory, and `--env-manager uv` would then rebuild the whole project from them, not the model's requirements
+    no_uv = {MLFLOW_UV_AUTO_DETECT.name: "false"}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), mock.patch.dict(os.environ, no_uv):
         warnings.simplefilter("ignore")
         pyfunc_log.setLevel(logging.ERROR)  # its notes on signature validation
         saved = save_recommender(recommender, Path(tmp) / ARTIFACT)

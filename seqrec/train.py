@@ -1,6 +1,9 @@
 """``python -m seqrec.train --model NAME ...``: train any neural model, alone or under torchrun.
 
     torchrun --nproc_per_node=2 -m seqrec.train --model sasrec --data DIR --preset tiny --epochs 1
+    torchrun --nnodes=2 --nproc_per_node=1 --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT -m seqrec.train ...
+
+The second, on each of two machines, trains one run on both (docs/scale.md, "Several machines").
 
 Takes the same options as the ``train_*`` entry points (``--data``, ``--preset``, ``--epochs``,
 ``--device``, ``--resume``, ``--params`` and any ``--field value`` override).

@@ -12,8 +12,9 @@ settings are ``TrainConfig`` and ``RuntimeConfig`` (``seqrec.train_config``).
 
 Under ``torchrun`` every rank trains on its own shard with ``DistributedDataParallel``, the per-rank batch
 being ``batch_size / world_size`` so that one step sees the same number of examples, and all ranks taking
-the step count of the shortest shard; only rank 0 evaluates, writes checkpoints and reports epochs, and
-its decisions are broadcast to the others (``seqrec.distributed``).
+the step count of the shortest shard; only rank 0 evaluates, reads and writes checkpoints and reports
+epochs, and its decisions and a resumed checkpoint's state are broadcast to the others
+(``seqrec.distributed``), which thus share no files with it.
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ class Phase:
         return self.averaged.module if self.averaged is not None else self.model
 
 
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """This process's random state: torch's CPU generator and, where there is CUDA, every device's."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+
 class Trainer:
     """Runs the select-then-refit protocol for one model factory."""
 
@@ -218,20 +224,24 @@ class Trainer:
                      engine if engine is not model else None, averaged)
 
     def _checkpoint(self, phase: Phase, name: str, epoch: int, best_state: dict | None) -> None:
+        """Rank 0 saves the epoch's state, with every rank's random state (the ranks draw different amounts of
+        dropout, so each resumes its own stream and a resumed run ends as an uninterrupted one)."""
+        ranks_rng = distributed.gathered(_rng_state()) if self.world > 1 else None
         if not self.is_main:
             return
+        torch_rng, cuda_rng = _rng_state()
         self.checkpointer.save({
             "phase": name, "epoch": epoch, "model": phase.model.state_dict(), "optimizer": phase.opt.state_dict(),
-            "scheduler": phase.sched.state_dict(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "history": self.history.to_dict(), "best_state": best_state,
+            "scheduler": phase.sched.state_dict(), "torch_rng": torch_rng, "cuda_rng": cuda_rng,
+            "ranks_rng": ranks_rng, "history": self.history.to_dict(), "best_state": best_state,
             "averaged": phase.averaged.state_dict() if phase.averaged is not None else None,
         })
 
     def _restore(self, resume: bool) -> tuple[Phase, int, dict | None]:
         """The phase to go on with, its next epoch and the best weights so far: from the checkpoint if
-        ``resume`` finds one, else a fresh selection phase."""
-        state = self.checkpointer.load() if resume else None
+        ``resume`` finds one, else a fresh selection phase. Rank 0 reads the checkpoint and sends its state
+        to the other ranks (which need no access to its files)."""
+        state = distributed.main_computes(self.checkpointer.load) if resume else None
         phase = self._fresh("select")
         if state is None:
             return phase, 1, None
@@ -241,9 +251,12 @@ class Trainer:
         phase.model.load_state_dict(state["model"])
         phase.opt.load_state_dict(state["optimizer"])
         phase.sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        ranks_rng = state.get("ranks_rng")
+        torch_rng, cuda_rng = (ranks_rng[self.rank] if ranks_rng and len(ranks_rng) == self.world
+                               else (state["torch_rng"], state.get("cuda_rng")))
+        torch.set_rng_state(torch_rng)
+        if cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_rng)
         if phase.averaged is not None and state.get("averaged") is not None:
             phase.averaged.load_state_dict(state["averaged"])
         return phase, state["epoch"] + 1, state.get("best_state")

@@ -1,8 +1,17 @@
-"""Shared fixtures: an isolated MLflow store, generated data, and the real sample when present."""
+"""Shared fixtures: an isolated MLflow store, a tracking server, generated data, and the real sample when
+present."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +39,54 @@ def outside_the_checkout(tmp_path_factory):
     os.chdir(tmp_path_factory.mktemp("cwd"))
     yield
     os.chdir(before)
+
+
+def _answers(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=5) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory) -> Iterator[str]:
+    """The URI of an MLflow tracking server that proxies artifacts (``mlflow-artifacts:/``), as a team's does: the
+    one CI names in ``SEQREC_TEST_TRACKING_SERVER``, else a throw-away ``mlflow server`` of our own on SQLite with
+    ``--artifacts-destination`` in a temporary folder, on a free port, stopped at the end of the session."""
+    given = os.environ.get("SEQREC_TEST_TRACKING_SERVER")
+    if given:
+        assert _answers(given), f"SEQREC_TEST_TRACKING_SERVER={given} does not answer /health"
+        yield given
+        return
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
+           f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(root / "server.log", "wb") as log:  # its own session: stopping it stops its workers too
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                  start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not _answers(uri):
+            tail = (root / "server.log").read_text(errors="replace")[-2000:]
+            assert server.poll() is None, f"mlflow server exited: {tail}"
+            assert time.time() < deadline, f"mlflow server did not answer {uri}/health in 120 s: {tail}"
+            time.sleep(0.25)
+        yield uri
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 @pytest.fixture(scope="session")

@@ -38,3 +38,20 @@ def test_two_processes_match_one_and_log_one_run(model, processed, tmp_path):
     a, b = runs.iloc[0], runs.iloc[1]
     for key in ("metrics.test_recall_at_20", "metrics.test_mrr_at_20"):
         assert abs(a[key] - b[key]) < 0.05, (key, a[key], b[key])
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed")
+def test_an_error_of_rank_0_stops_every_rank_without_waiting(processed, tmp_path):
+    """resume=true with nothing to resume: rank 0 fails where the other ranks wait for the run it finds; they
+    learn it at once (no hang until the process group's timeout), and rank 0 alone reports, in one line."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "SEQREC_CHECKPOINTS": str(tmp_path / "ck")}
+    for inherited in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(inherited, None)
+    result = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "seqrec.train", "--model",
+                             "meanemb", "--data", str(processed), "--preset", "tiny", "--progress", "false",
+                             "--resume", "true"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("train_meanemb: error:")]
+    assert len(errors) == 1 and "resume=true: no checkpoint of a meanemb run" in errors[0], result.stderr[-3000:]
+    assert "RankZeroFailed" not in result.stderr

@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from seqrec import tracking
-from seqrec.checkpoints import Checkpointer, CheckpointError, run_key
+from seqrec.checkpoints import Checkpointer, CheckpointError, RunArtifacts, run_key
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.models.base import SequenceModel, Windows
 from seqrec.models.sasrec import SASRec
 from seqrec.train_config import RuntimeConfig, TrainConfig, split_overrides
 from seqrec.trainer import Trainer, TrainingDiverged
 from seqrec.workflow.neural import cli, epoch_logger, run_neural
+from tests.helpers import own_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,16 +101,20 @@ def _runs() -> int:
 
 def test_resume_without_a_matching_checkpoint_stops_before_any_run(processed, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("seqrec.workflow.neural.CHECKPOINT_ROOT", tmp_path / "ck")
-    runs = _runs()
-    with pytest.raises(ValueError, match=r"resume=true: no checkpoint of a meanemb run with these settings"):
-        run_neural("meanemb", str(processed), "tiny", {"progress": False, "epochs": 1}, resume=True)
-    assert _runs() == runs
-    argv = ["--data", str(processed), "--preset", "tiny", "--epochs", "1", "--progress", "false"]
-    assert cli("meanemb", [*argv, "--resume", "true"]) == 2
-    assert "resume=auto" in capsys.readouterr().err and _runs() == runs
-    assert cli("meanemb", [*argv, "--resume", "auto"]) == 0
-    out = capsys.readouterr().out
-    assert "resume=auto: no checkpoint" in out and "starting a new run" in out and _runs() == runs + 1
+    with own_store(tmp_path):  # the session's store may hold an unfinished run of these settings
+        with pytest.raises(ValueError, match=r"resume=true: no checkpoint of a meanemb run with these settings"
+                                             r" and data in the tracking store sqlite:.* \(no run tagged "
+                                             r"seqrec.checkpoint_key=[0-9a-f]{16};"):
+            run_neural("meanemb", str(processed), "tiny", {"progress": False, "epochs": 1}, resume=True)
+        assert _runs() == 0
+        argv = ["--data", str(processed), "--preset", "tiny", "--epochs", "1", "--progress", "false"]
+        assert cli("meanemb", [*argv, "--resume", "true"]) == 2
+        assert "resume=auto" in capsys.readouterr().err and _runs() == 0
+        assert cli("meanemb", [*argv, "--resume", "auto"]) == 0
+        out = capsys.readouterr().out
+        assert "resume=auto: no checkpoint" in out and "starting a new run" in out and _runs() == 1
+        assert cli("meanemb", [*argv, "--resume", "true"]) == 2  # the run of these settings finished
+        assert "already finished (its results stand)" in capsys.readouterr().err and _runs() == 1
     with pytest.raises(SystemExit):
         cli("meanemb", ["--help"])
     assert "auto: continue it if there is one" in " ".join(capsys.readouterr().out.split())
@@ -382,8 +387,36 @@ def test_a_step_resuming_from_unreadable_checkpoints_fails_naming_the_files(proc
     mlflow.MlflowClient().update_run(run_id, status="KILLED")  # as if stopped before it finished
     for path in (ckpt.path, ckpt.previous):
         path.write_bytes(path.read_bytes()[:500])
+    RunArtifacts(run_id, "checkpoints").upload(ckpt.path)  # the run's uploaded copy too
     capsys.readouterr()
     assert cli("meanemb", [*argv, "--resume", "true"]) == 2
     err = capsys.readouterr().err
     assert f"train_meanemb: error: {ckpt.path} is unreadable (truncated or corrupt" in err
     assert f"{ckpt.previous} is unreadable" in err and "Traceback" not in err
+
+
+def test_checkpoints_reach_another_machine_through_the_runs_artifacts(tmp_path, capsys):
+    with own_store(tmp_path):  # the run made by the client: the fluent API's active experiment stays as it was
+        client = mlflow.MlflowClient()
+        run = client.create_run(client.create_experiment("checkpoints"))
+        artifacts = RunArtifacts(run.info.run_id, "checkpoints")
+        here = Checkpointer(tmp_path / "here", artifacts)
+        here.save({"epoch": 1, "phase": "select", "model": {"w": torch.ones(3)}})
+        here.save({"epoch": 2, "phase": "select", "model": {"w": torch.full((3,), 2.0)}})
+        listed = client.list_artifacts(run.info.run_id, "checkpoints")
+        assert [a.path for a in listed] == ["checkpoints/last.pt"]  # the latest only, overwritten each epoch
+        there = Checkpointer(tmp_path / "there", artifacts)  # a machine without the run's files
+        assert there.load() is None and there.fetch()
+        state = there.load()
+        assert state["epoch"] == 2 and torch.equal(state["model"]["w"], torch.full((3,), 2.0))
+        assert not Checkpointer(tmp_path / "seed2", RunArtifacts(run.info.run_id, "checkpoints/seed2")).fetch()
+        # an unreadable upload: the run's own local checkpoint is the fallback; a machine without one stops
+        broken = tmp_path / "broken" / "last.pt"
+        broken.parent.mkdir()
+        broken.write_bytes(here.path.read_bytes()[:200])
+        artifacts.upload(broken)
+        assert here.fetch(keep_local=True) and here.load()["epoch"] == 2
+        assert "resuming from the previous one" in capsys.readouterr().out
+        assert there.fetch()
+        with pytest.raises(CheckpointError, match=rf"{re.escape(str(there.path))} is unreadable .* no earlier"):
+            there.load()

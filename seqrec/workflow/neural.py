@@ -15,19 +15,17 @@ of ``TrainConfig`` or of ``RuntimeConfig`` can be overridden.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import mlflow
-from mlflow.exceptions import MlflowException
 
 from seqrec import distributed, tracking
-from seqrec.checkpoints import CHECKPOINT_ROOT, Checkpointer, run_key
+from seqrec.checkpoints import CHECKPOINT_ROOT, Checkpointer, RunArtifacts, run_key
 from seqrec.configs import at_least, check_range
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.models import registry
@@ -45,10 +43,15 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
                resume: Resume = False, nested: bool = False, seeds: int = 1) -> tuple[str, dict[str, float]]:
     """Train one neural model with the select-then-refit protocol in one MLflow run.
 
-    ``resume``: ``True`` continues the run of the same settings and data from its last checkpoint (and
-    stops with an error if there is none), ``"auto"`` continues it if there is one and starts a new run
-    otherwise (saying so), ``False`` starts a new run. Under torchrun every rank trains; only rank 0 logs
-    to MLflow (the others return ``("", {})``).
+    ``resume``: ``True`` continues the unfinished run of the same settings and data from its last checkpoint
+    (and stops with an error if there is none), ``"auto"`` continues it if there is one and starts a new run
+    otherwise (saying so), ``False`` starts a new run. The run is found in the tracking store by its tag
+    ``seqrec.checkpoint_key`` and its checkpoint in its artifacts, so it continues on any machine that reaches
+    the store (``_run_checkpointer``).
+
+    Under torchrun (one machine or several) every rank trains; only rank 0 logs to MLflow and checkpoints (the
+    others return ``("", {})``); every rank reads its own copy of ``data_dir``, and all stop with an error when
+    the copies' digests differ.
 
     ``seeds`` > 1 repeats the whole protocol (selection of the epoch count included) with the training seed
     plus 0, 1, ..., N-1: the final metrics are the means over the seeds, with ``_mean``, ``_std`` and
@@ -58,44 +61,98 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
     check_range(f"train_{model_name}", "seeds", seeds, at_least(1))
     model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides or {})  # checked before the data
     data = ProcessedDataset.load(data_dir)
-    if not distributed.init_distributed(runtime.device):
-        for i in range(seeds):
-            if not _train_quietly(model_name, data, model_cfg, replace(train_cfg, seed=train_cfg.seed + i), runtime):
-                break
-        distributed.leave_process_group()
+    is_main = distributed.init_distributed(runtime.device)
+    try:
+        job = _Job(model_name, data_dir, data, preset, model_cfg, train_cfg, runtime, seeds)
+        _check_ranks_agree(job)
+        run_id = distributed.main_computes(lambda: _run_to_continue(model_name, job.key(0), resume))
+        if is_main:
+            result = _train_and_log(job, run_id, nested)
+        else:
+            _train_quietly(job, resume=run_id is not None)
+            result = "", {}
+    except distributed.RankZeroFailed:  # rank 0 reports it
+        distributed.leave_process_group(wait=False)
         return "", {}
-    params = _run_params(model_cfg, train_cfg)
+    except BaseException:
+        distributed.leave_process_group(wait=False)
+        raise
+    distributed.leave_process_group()
+    return result
+
+
+@dataclass
+class _Job:
+    """One training run as every rank sees it: the model, data, settings and seed count."""
+
+    model_name: str
+    data_dir: str
+    data: ProcessedDataset
+    preset: str
+    model_cfg: Any
+    train_cfg: TrainConfig
+    runtime: RuntimeConfig
+    seeds: int
+
+    def seed_cfg(self, seed: int) -> TrainConfig:
+        """The training settings of the ``seed``-th seed (0-based): the training seed plus ``seed``."""
+        return replace(self.train_cfg, seed=self.train_cfg.seed + seed)
+
+    def key(self, seed: int) -> str:
+        """The checkpoint key (``run_key``) of the ``seed``-th seed; the first seed's names the run (its tag).
+        A run of several seeds keys every seed with the seed count too, so no one-seed run shares its
+        checkpoints."""
+        params = _run_params(self.model_cfg, self.seed_cfg(seed))
+        params = {**params, "seeds": self.seeds} if self.seeds > 1 else params
+        return run_key(self.model_name, params, self.data, distributed.rank_and_world()[1])
+
+    def directory(self, seed: int) -> Path:
+        """Where this machine keeps the ``seed``-th seed's checkpoints (rank 0 only writes them)."""
+        return CHECKPOINT_ROOT / f"{self.model_name}-{self.key(seed)}"
+
+
+def _check_ranks_agree(job: _Job) -> None:
+    """Stop every rank, saying which holds what, when the ranks' copies of the dataset or their settings differ
+    (each machine reads its own ``--data``, and is started with its own command line)."""
+    distributed.check_same_on_every_rank(
+        "dataset", job.data.digest, str(job.data.path.resolve()),
+        "every machine needs the same processed dataset (the digest of its stats.json): preprocess the same raw "
+        "files with the same settings on each, or copy the directory")
+    distributed.check_same_on_every_rank(
+        "settings", job.key(0), f"{job.model_name}, preset {job.preset}, {job.seeds} seed(s)",
+        "start every machine with the same model, preset, overrides and seeds")
+
+
+def _train_and_log(job: _Job, run_id: str | None, nested: bool) -> tuple[str, dict[str, float]]:
+    """Rank 0's MLflow run (a new one, or ``run_id`` continued): every seed's training, the curves, the LoggedModel
+    (the first seed's) and the final metrics; the run's id and its test metrics."""
+    params = _run_params(job.model_cfg, job.train_cfg)
     # runtime switches are logged with the training settings, but a run resumes under other ones
-    params_logged = {**params, **{f"train.{k}": v for k, v in asdict(runtime).items() if k != "progress"}}
-    # a run of several seeds resumes only as such (its first seed's checkpoints are those of a one-seed run's
-    # otherwise)
-    key_params = {**params, "seeds": seeds} if seeds > 1 else params
-    checkpointer, run_id = _checkpoint_directory(model_name, key_params, data, resume)
-    tags = {tracking.TAG_MODEL: model_name, tracking.TAG_PRESET: preset, **tracking.dataset_tags(data.stats)}
-    with tracking.start_run(f"train_{model_name}", tags=tags, nested=nested, run_id=run_id,
-                            run_name=f"{model_name}-{preset}-{data.name}", system_metrics=True) as run:
+    params_logged = {**params, **{f"train.{k}": v for k, v in asdict(job.runtime).items() if k != "progress"}}
+    tags = {tracking.TAG_MODEL: job.model_name, tracking.TAG_PRESET: job.preset,
+            **tracking.dataset_tags(job.data.stats)}
+    with tracking.start_run(f"train_{job.model_name}", tags={**tags, tracking.TAG_CHECKPOINT_KEY: job.key(0)},
+                            nested=nested, run_id=run_id, run_name=f"{job.model_name}-{job.preset}-{job.data.name}",
+                            system_metrics=True) as run:
         if run_id is None:
-            tracking.log_params({"data": str(data_dir), "preset": preset, "seeds": seeds, **params_logged})
-            checkpointer.save_json("run.json", {"run_id": run.info.run_id})
-        datasets = log_inputs(data)
+            tracking.log_params({"data": str(job.data_dir), "preset": job.preset, "seeds": job.seeds, **params_logged})
+        datasets = log_inputs(job.data)
         started = time.perf_counter()
         results, model, first_history = [], None, None
-        for i in range(seeds):
-            seed_cfg = replace(train_cfg, seed=train_cfg.seed + i)
-            seed_checkpointer = checkpointer if i == 0 else _seed_checkpointer(model_name, seed_cfg, model_cfg, data,
-                                                                                 fresh=run_id is None)
-            trainer = Trainer(model_factory(model_name, data, model_cfg), data, seed_cfg, seed_checkpointer,
-                              epoch_logger(model_name, "" if i == 0 else f"_seed{i + 1}"), runtime)
+        for i in range(job.seeds):
+            checkpointer = _run_checkpointer(job, i, run.info.run_id, resume=run_id is not None)
+            trainer = Trainer(model_factory(job.model_name, job.data, job.model_cfg), job.data, job.seed_cfg(i),
+                              checkpointer, epoch_logger(job.model_name, "" if i == 0 else f"_seed{i + 1}"),
+                              job.runtime)
             seed_model, history, test = trainer.run(resume=run_id is not None)
             results.append(SeedResult({k: v for k, v in _best(history).items() if k.startswith("val_")}, test,
                                       _summary(seed_model, history)))
             if i == 0:
                 model, first_history = seed_model, history
         wall = time.perf_counter() - started
-        model_id = _log_model_and_curves(model, first_history, data, f"{model_name} ({preset})", tags,
-                                         {"preset": preset, "seeds": seeds, **params_logged})
+        model_id = _log_model_and_curves(model, first_history, job.data, f"{job.model_name} ({job.preset})", tags,
+                                         {"preset": job.preset, "seeds": job.seeds, **params_logged})
         logged = log_final_metrics(model_id, datasets, results, {"wall_seconds": wall})
-    distributed.leave_process_group()
     return run.info.run_id, {k: v for k, v in logged.items() if k.startswith("test_")}
 
 
@@ -105,15 +162,18 @@ def _run_params(model_cfg: Any, train_cfg: TrainConfig) -> dict[str, Any]:
             **{f"train.{k}": v for k, v in asdict(train_cfg).items()}}
 
 
-def _seed_checkpointer(model_name: str, train_cfg: TrainConfig, model_cfg: Any, data: ProcessedDataset,
-                       fresh: bool) -> Checkpointer:
-    """The checkpoints of a further seed of a run (its own key: the seed is part of it); a new run clears them.
-    The other ranks get the directory and whether to resume, as for the first seed."""
-    key = run_key(model_name, _run_params(model_cfg, train_cfg), data, distributed.rank_and_world()[1])
-    checkpointer = Checkpointer(CHECKPOINT_ROOT / f"{model_name}-{key}")
-    if fresh:
+def _run_checkpointer(job: _Job, seed: int, run_id: str, resume: bool) -> Checkpointer:
+    """The ``seed``-th seed's checkpoints in run ``run_id``: written on this machine (``CHECKPOINT_ROOT``) and
+    uploaded to the run's artifacts (``checkpoints/last.pt``, a further seed's ``checkpoints/seed<i>/last.pt``),
+    the latest one only. Resuming fetches the uploaded one, whichever machine wrote it; the local files stay
+    only when they are the run's own (``run.json``), as the fallback (or the checkpoint, when the run has
+    uploaded none). A new run starts from none."""
+    folder = "checkpoints" if seed == 0 else f"checkpoints/seed{seed + 1}"
+    checkpointer = Checkpointer(job.directory(seed), RunArtifacts(run_id, folder))
+    own = (checkpointer.read_json("run.json") or {}).get("run_id") == run_id
+    if not resume or not (checkpointer.fetch(keep_local=own) or own):
         checkpointer.clear()
-    distributed.from_main((str(checkpointer.directory), not fresh))
+    checkpointer.save_json("run.json", {"run_id": run_id})
     return checkpointer
 
 
@@ -123,43 +183,29 @@ def model_factory(model_name: str, data: ProcessedDataset, model_cfg: Any) -> Mo
     return lambda popularity: build_model(model_name, data.n_items, model_cfg, popularity)
 
 
-def _checkpoint_directory(model_name: str, params: dict, data: ProcessedDataset,
-                          resume: Resume) -> tuple[Checkpointer, str | None]:
-    """The run's checkpoints (named by ``run_key``) and the MLflow run to continue, if any; a new run
-    discards old checkpoints of its key. The other ranks get the directory and whether to resume (or
-    ``None`` when ``resume=True`` finds nothing, and rank 0 stops with the error)."""
-    key = run_key(model_name, params, data, distributed.rank_and_world()[1])
-    checkpointer = Checkpointer(CHECKPOINT_ROOT / f"{model_name}-{key}")
-    run_file = checkpointer.directory / "run.json"
-    run_id = json.loads(run_file.read_text())["run_id"] if resume and run_file.exists() else None
-    others = sorted(p.name for p in CHECKPOINT_ROOT.glob(f"{model_name}-*") if p != checkpointer.directory)
-    missing = (f"no checkpoint of a {model_name} run with these settings and data under {checkpointer.directory} "
-               f"(its key: the dataset's digest, the model and training settings with the seed, and the "
-               f"process count; not the data path nor runtime switches){_other_runs(others)}")
-    status = _run_status(run_id) if run_id is not None else ""
-    if status in ("FINISHED", "missing"):
-        run_id, missing = None, (f"the run of these settings and data, {json.loads(run_file.read_text())['run_id']}, "
-                                 + ("already finished (its results stand)" if status == "FINISHED" else
-                                    "is not in this tracking store"))
-    if resume and run_id is None:
-        if resume is True:
-            distributed.from_main(None)  # the other ranks return and leave the group with this one
-            distributed.leave_process_group()
-            raise ValueError(f"resume=true: {missing}. Run with resume=auto to start a new run when there is "
-                             f"nothing to resume, or with resume=false to start a new one")
-        print(f"train_{model_name}: resume=auto: {missing}; starting a new run", flush=True)
-    if run_id is None:
-        checkpointer.clear()
-    distributed.from_main((str(checkpointer.directory), run_id is not None))
-    return checkpointer, run_id
-
-
-def _run_status(run_id: str) -> str:
-    """The MLflow status of ``run_id`` (``RUNNING`` after a kill, ``FAILED`` after a crash), or ``missing``."""
-    try:
-        return mlflow.get_run(run_id).info.status
-    except MlflowException:
-        return "missing"
+def _run_to_continue(model_name: str, key: str, resume: Resume) -> str | None:
+    """The unfinished run that ``resume`` continues: the latest run tagged with the checkpoint key ``key`` in the
+    tracking store, whichever machine started it; ``None`` for a new run. ``resume=True`` without one is an
+    error that says why."""
+    if not resume:
+        return None
+    tracking.check_tracking_server()
+    run = tracking.latest_run_tagged(tracking.TAG_CHECKPOINT_KEY, key)
+    if run is not None and run.info.status != "FINISHED":  # RUNNING after a kill, FAILED after a crash
+        return run.info.run_id
+    if run is None:
+        others = sorted(p.name for p in CHECKPOINT_ROOT.glob(f"{model_name}-*") if p.name != f"{model_name}-{key}")
+        missing = (f"no checkpoint of a {model_name} run with these settings and data in the tracking store "
+                   f"{mlflow.get_tracking_uri()} (no run tagged {tracking.TAG_CHECKPOINT_KEY}={key}; the key: the "
+                   f"dataset's digest, the model and training settings with the seed, and the process count; not "
+                   f"the data path nor runtime switches){_other_runs(others)}")
+    else:
+        missing = f"the latest run of these settings and data, {run.info.run_id}, already finished (its results stand)"
+    if resume is True:
+        raise ValueError(f"resume=true: {missing}. Run with resume=auto to start a new run when there is "
+                         f"nothing to resume, or with resume=false to start a new one")
+    print(f"train_{model_name}: resume=auto: {missing}; starting a new run", flush=True)
+    return None
 
 
 def _other_runs(names: list[str]) -> str:
@@ -205,17 +251,12 @@ def _summary(model: SequenceModel, history: History) -> dict[str, float]:
             "n_parameters": sum(p.numel() for p in model.parameters())}
 
 
-def _train_quietly(model_name: str, data: ProcessedDataset, model_cfg: Any, train_cfg: TrainConfig,
-                   runtime: RuntimeConfig) -> bool:
-    """A non-zero rank: the same training, without MLflow, checkpoints or evaluation; ``False`` when rank 0
-    found nothing to resume (and reports it)."""
-    decision = distributed.from_main(None)  # rank 0's checkpoint directory and whether to resume
-    if decision is None:
-        return False
-    directory, resume = decision
-    Trainer(model_factory(model_name, data, model_cfg), data, train_cfg, Checkpointer(Path(directory)),
-            runtime=replace(runtime, progress=False)).run(resume=resume)
-    return True
+def _train_quietly(job: _Job, resume: bool) -> None:
+    """A non-zero rank: the same training of every seed, without MLflow, checkpoint files or evaluation; a
+    resumed seed's state comes from rank 0 (``Trainer._restore``), so this machine needs none of its files."""
+    for i in range(job.seeds):
+        Trainer(model_factory(job.model_name, job.data, job.model_cfg), job.data, job.seed_cfg(i),
+                Checkpointer(job.directory(i)), runtime=replace(job.runtime, progress=False)).run(resume=resume)
 
 
 def cli(model_name: str | None, argv: list[str] | None = None) -> int:
