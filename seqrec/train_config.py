@@ -54,6 +54,9 @@ class RuntimeConfig:
     compile: bool = False  # torch.compile the training step's model (dynamic shapes)
     # end the selection after the epoch that passes this wall time (0: no limit)
     max_seconds: float = ranged(0.0, at_least(0))
+    # seeds of a several-seed run trained at once, each in its own process on CPU (0: as many as the cores allow,
+    # ``seqrec.workflow.neural.seed_processes``; 1: one after another)
+    seed_processes: int = ranged(0, at_least(0))
 
     def __post_init__(self) -> None:
         check_ranges("RuntimeConfig", self)

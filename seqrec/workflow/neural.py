@@ -15,9 +15,12 @@ of ``TrainConfig`` or of ``RuntimeConfig`` can be overridden.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +31,7 @@ from seqrec import distributed, tracking
 from seqrec.checkpoints import CHECKPOINT_ROOT, Checkpointer, RunArtifacts, run_key
 from seqrec.configs import at_least, check_range
 from seqrec.data.dataset import ProcessedDataset
+from seqrec.devices import resolve_device
 from seqrec.models import registry
 from seqrec.models.base import SequenceModel
 from seqrec.models.registry import build_model
@@ -37,6 +41,7 @@ from seqrec.workflow.plots import curve_figures, log_figure
 from seqrec.workflow.report import SeedResult, log_final_metrics, log_inputs, log_trained_model, seed_summary
 
 Resume = bool | Literal["auto"]
+TAG_SEED_PROCESSES = "seqrec.seed_processes"  # how many seeds of the run trained at once
 
 
 def run_neural(model_name: str, data_dir: str, preset: str = "default", overrides: dict | None = None,
@@ -56,7 +61,9 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
     ``seeds`` > 1 repeats the whole protocol (selection of the epoch count included) with the training seed
     plus 0, 1, ..., N-1: the final metrics are the means over the seeds, with ``_mean``, ``_std`` and
     ``_seed<i>`` variants; per-epoch curves are logged under their names for the first seed and with a
-    ``_seed<i>`` suffix for the others; the LoggedModel is the first seed's.
+    ``_seed<i>`` suffix for the others; the LoggedModel is the first seed's. On CPU the seeds train at once in
+    separate processes where the cores allow (``seed_processes``), each seed exactly as it would alone with the
+    same threads.
     """
     check_range(f"train_{model_name}", "seeds", seeds, at_least(1))
     model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides or {})  # checked before the data
@@ -138,22 +145,100 @@ def _train_and_log(job: _Job, run_id: str | None, nested: bool) -> tuple[str, di
             tracking.log_params({"data": str(job.data_dir), "preset": job.preset, "seeds": job.seeds, **params_logged})
         datasets = log_inputs(job.data)
         started = time.perf_counter()
-        results, model, first_history = [], None, None
-        for i in range(job.seeds):
-            checkpointer = _run_checkpointer(job, i, run.info.run_id, resume=run_id is not None)
-            trainer = Trainer(model_factory(job.model_name, job.data, job.model_cfg), job.data, job.seed_cfg(i),
-                              checkpointer, epoch_logger(job.model_name, "" if i == 0 else f"_seed{i + 1}"),
-                              job.runtime)
-            seed_model, history, test = trainer.run(resume=run_id is not None)
-            results.append(SeedResult({k: v for k, v in _best(history).items() if k.startswith("val_")}, test,
-                                      _summary(seed_model, history)))
-            if i == 0:
-                model, first_history = seed_model, history
+        model, first_history, results = _train_seeds(job, run.info.run_id, resume=run_id is not None)
         wall = time.perf_counter() - started
         model_id = _log_model_and_curves(model, first_history, job.data, f"{job.model_name} ({job.preset})", tags,
                                          {"preset": job.preset, "seeds": job.seeds, **params_logged})
         logged = log_final_metrics(model_id, datasets, results, {"wall_seconds": wall})
     return run.info.run_id, {k: v for k, v in logged.items() if k.startswith("test_")}
+
+
+def seed_processes(job: _Job) -> int:
+    """How many seeds train at once: on CPU, one process per seed as far as the cores go (each with at least
+    ``threads`` threads, one by default); one at a time on a GPU, under torchrun, or with ``seed_processes=1``."""
+    if job.seeds == 1 or distributed.is_distributed() or resolve_device(job.runtime.device).type != "cpu":
+        return 1
+    if job.runtime.seed_processes:
+        return min(job.seeds, job.runtime.seed_processes)
+    return max(1, min(job.seeds, len(os.sched_getaffinity(0)) // max(1, job.runtime.threads)))
+
+
+def _train_seeds(job: _Job, run_id: str, resume: bool) -> tuple[SequenceModel, History, list[SeedResult]]:
+    """Every seed of the run: the first in this process (its curves logged live, its model kept), the others in
+    a pool of worker processes meanwhile (their curves logged when they end). The cores are shared evenly."""
+    processes = seed_processes(job)
+    mlflow.set_tag(TAG_SEED_PROCESSES, str(processes))
+    runtime = job.runtime
+    if processes > 1 and not runtime.threads:
+        runtime = replace(runtime, threads=max(1, len(os.sched_getaffinity(0)) // processes))
+    job = replace(job, runtime=runtime)
+    results: list[SeedResult | None] = [None] * job.seeds
+    pool = _seed_pool(processes - 1) if processes > 1 else None
+    with pool if pool is not None else contextlib.nullcontext():
+        spec = _SeedSpec(job.model_name, job.data_dir, job.preset, job.model_cfg, job.train_cfg,
+                         replace(runtime, progress=False), job.seeds, run_id, resume, mlflow.get_tracking_uri())
+        others: dict[int, Future] = {i: pool.submit(_seed_in_worker, spec, i) for i in range(1, job.seeds)} \
+            if pool is not None else {}
+        for i in [i for i in range(job.seeds) if i not in others]:
+            seed_model, history, results[i] = _train_seed(job, i, run_id, resume, epoch_logger(
+                job.model_name, "" if i == 0 else f"_seed{i + 1}"))
+            if i == 0:
+                model, first_history = seed_model, history
+        for i, future in others.items():
+            history, results[i] = future.result()
+            _replay_curves(epoch_logger(job.model_name, f"_seed{i + 1}", echo=False), history)
+    return model, first_history, [r for r in results if r is not None]
+
+
+def _train_seed(job: _Job, seed: int, run_id: str, resume: bool,
+                on_epoch: EpochCallback) -> tuple[SequenceModel, History, SeedResult]:
+    """The ``seed``-th seed's select-then-refit protocol with its checkpoints in run ``run_id``."""
+    checkpointer = _run_checkpointer(job, seed, run_id, resume=resume)
+    trainer = Trainer(model_factory(job.model_name, job.data, job.model_cfg), job.data, job.seed_cfg(seed),
+                      checkpointer, on_epoch, job.runtime)
+    model, history, test = trainer.run(resume=resume)
+    assert test is not None  # rank 0 evaluates
+    best_val = {k: v for k, v in _best(history).items() if k.startswith("val_")}
+    return model, history, SeedResult(best_val, test, _summary(model, history))
+
+
+@dataclass
+class _SeedSpec:
+    """What a worker process needs to train one seed of a run (the dataset is loaded again from its path)."""
+
+    model_name: str
+    data_dir: str
+    preset: str
+    model_cfg: Any
+    train_cfg: TrainConfig
+    runtime: RuntimeConfig
+    seeds: int
+    run_id: str
+    resume: bool
+    tracking_uri: str
+
+
+def _seed_in_worker(spec: _SeedSpec, seed: int) -> tuple[History, SeedResult]:
+    """A worker process: train seed ``seed`` (printing each epoch), checkpointing into the run; its history and
+    result go back to the run's process, which logs them."""
+    mlflow.set_tracking_uri(spec.tracking_uri)
+    job = _Job(spec.model_name, spec.data_dir, ProcessedDataset.load(spec.data_dir), spec.preset, spec.model_cfg,
+               spec.train_cfg, spec.runtime, spec.seeds)
+    _, history, result = _train_seed(job, seed, spec.run_id, spec.resume,
+                                     epoch_printer(spec.model_name, f"_seed{seed + 1}"))
+    return history, result
+
+
+def _seed_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes started afresh (``spawn``: no copy of this process's threads or open runs)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _replay_curves(on_epoch: EpochCallback, history: History) -> None:
+    """Log a finished seed's per-epoch records as its epoch callback would have, in order."""
+    for phase, records in (("select", history.select), ("refit", history.refit)):
+        for record in records:
+            on_epoch(phase, int(record["epoch"]), record)
 
 
 def _run_params(model_cfg: Any, train_cfg: TrainConfig) -> dict[str, Any]:
@@ -216,13 +301,24 @@ def _other_runs(names: list[str]) -> str:
     return f"; checkpoints of other settings: {shown}"
 
 
-def epoch_logger(model_name: str, suffix: str = "") -> EpochCallback:
+def epoch_logger(model_name: str, suffix: str = "", echo: bool = True) -> EpochCallback:
     """Log each epoch's record to the active MLflow run (step = epoch; names with ``suffix``, e.g. ``_seed2``)
-    and print a one-line summary of it."""
-    shown_keys = ("train_loss", "val_loss", "val_recall_at_20", "val_mrr_at_20", "refit_train_loss")
+    and, with ``echo``, print a one-line summary of it."""
+    printer = epoch_printer(model_name, suffix)
 
     def on_epoch(phase: str, epoch: int, record: dict) -> None:
         tracking.log_metrics_at({f"{k}{suffix}": v for k, v in record.items() if k != "epoch"}, step=epoch)
+        if echo:
+            printer(phase, epoch, record)
+
+    return on_epoch
+
+
+def epoch_printer(model_name: str, suffix: str = "") -> EpochCallback:
+    """Print a one-line summary of each epoch's record."""
+    shown_keys = ("train_loss", "val_loss", "val_recall_at_20", "val_mrr_at_20", "refit_train_loss")
+
+    def on_epoch(phase: str, epoch: int, record: dict) -> None:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k in shown_keys)
         seconds = record.get("epoch_seconds", record.get("refit_epoch_seconds", 0.0))
         print(f"{model_name}{suffix} {phase} epoch {epoch}: {shown} ({seconds:.1f} s)", flush=True)
