@@ -31,7 +31,7 @@ from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, M
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import ColSpec, Schema
 
-from seqrec.serving.recommender import Recommender
+from seqrec.serving.recommender import ServedModel
 from seqrec.version import code_version
 
 EXPERIMENT = "seqrec"
@@ -185,7 +185,9 @@ def _tag_experiment(experiment_id: str) -> None:
 
 def log_file_input(path: str | Path, digest: str, name: str, context: str = "raw") -> None:
     """Log a data file as the run's input dataset, identified by its content digest."""
-    mlflow.log_input(MetaDataset(source=LocalSource(Path(path)), name=name, digest=digest), context=context)
+    # MLflow's Dataset declares ``profile`` abstract but is no ABC, and MetaDataset (meant to be built as is) omits it
+    dataset = MetaDataset(source=LocalSource(Path(path)), name=name, digest=digest)  # type: ignore[abstract]
+    mlflow.log_input(dataset, context=context)
 
 
 class LocalSource(DatasetSource):
@@ -225,7 +227,7 @@ class LocalSource(DatasetSource):
 
 def log_json(obj: object, artifact_file: str) -> None:
     """Log a JSON-serialisable object as the artifact file ``artifact_file`` (``dir/name.json``)."""
-    mlflow.log_dict(obj, artifact_file)
+    mlflow.log_dict(obj, artifact_file)  # type: ignore[arg-type]  # annotated dict, but it dumps any JSON value
 
 
 def dataset_tags(stats: dict) -> dict[str, str]:
@@ -236,7 +238,10 @@ def dataset_tags(stats: dict) -> dict[str, str]:
 def log_params(params: dict) -> None:
     """Log parameters the active run does not have yet: under ``mlflow run`` the launcher has
     already logged the entry point's own parameters (as it quotes them), and those stand."""
-    run_id = mlflow.active_run().info.run_id
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_params needs an active MLflow run")
+    run_id = run.info.run_id
     existing = mlflow.MlflowClient().get_run(run_id).data.params
     fresh = {k: v for k, v in params.items() if k not in existing}
     if fresh:
@@ -269,7 +274,7 @@ def model_requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in INFERENCE_DISTRIBUTIONS]  # 2.13.0+cpu -> 2.13.0
 
 
-def log_model(recommender: Recommender, example_session: list[str], params: dict | None = None,
+def log_model(recommender: ServedModel, example_session: list[str], params: dict | None = None,
               tags: dict[str, str] | None = None, model_type: str = "") -> ModelInfo:
     """Log ``recommender`` (or a :class:`~seqrec.serving.basket.BasketPredictor`) as the active run's
     LoggedModel ``model``: code (the ``seqrec`` package) plus weights and config files, a signature with the

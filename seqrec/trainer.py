@@ -23,11 +23,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
-from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from seqrec import distributed
@@ -66,15 +65,22 @@ def make_loader(spec: LoaderSpec, split: SessionSplit, batch_size: int, *, seed:
     raise TypeError(f"no loader for {spec!r}")
 
 
+class RecurrentLoss(Protocol):
+    """A recurrent model's loss, ``loss(batch, state) -> (loss, state to carry)`` (``SequenceModel.loss``)."""
+
+    def __call__(self, batch: Any, state: torch.Tensor | None, /) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
 def batch_loss(model: SequenceModel, batch: Any, state: torch.Tensor | None,
                forward: Callable[..., Any] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The loss of one batch and the state to carry into the next: a recurrent model takes and returns
     its hidden state, the others carry none. ``forward`` computes the loss instead of ``model.loss``
     (a DistributedDataParallel or compiled wrapper of ``model``)."""
-    forward = forward if forward is not None else model.loss
+    loss: Callable[..., Any] = forward if forward is not None else model.loss
     if model.recurrent:
-        return forward(batch, state)
-    return forward(batch), None
+        # ``recurrent = True`` promises the recurrent signature, which ``SequenceModel.loss`` cannot declare
+        return cast(RecurrentLoss, loss)(batch, state)
+    return loss(batch), None
 
 
 @dataclass
@@ -112,13 +118,15 @@ class Phase:
     sched: torch.optim.lr_scheduler.LRScheduler
     split: SessionSplit
     popularity: torch.Tensor  # item clicks of ``split`` (``split_popularity``)
-    engine: nn.Module | None = None  # DistributedDataParallel and/or torch.compile wrapper, if any
+    engine: Callable[..., Any] | None = None  # DistributedDataParallel and/or torch.compile wrapper, if any
     averaged: AveragedModel | None = None  # the moving average of the weights (ema > 0)
 
     @property
     def scored(self) -> SequenceModel:
         """The weights that are evaluated and kept: the moving average if there is one."""
-        return self.averaged.module if self.averaged is not None else self.model
+        if self.averaged is None:
+            return self.model
+        return cast(SequenceModel, self.averaged.module)  # AveragedModel keeps a deep copy of ``model``
 
 
 def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -214,7 +222,7 @@ class Trainer:
         split = self.data.split("train_tr" if name == "select" else "train_full")
         popularity = split_popularity(split, self.data.n_items)
         model = self.build_model(popularity).to(self.device)
-        engine = distributed.data_parallel(model, self.device) if self.world > 1 else model
+        engine: Callable[..., Any] = distributed.data_parallel(model, self.device) if self.world > 1 else model
         if self.runtime.compile:
             engine = torch.compile(engine, dynamic=True)
         averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema)) if self.cfg.ema > 0 else None
@@ -297,6 +305,7 @@ class Trainer:
             seconds = time.perf_counter() - started
             record = distributed.from_main(self._validate(phase.scored, valid, epoch, loss, seconds,
                                                                  phase.popularity))
+            assert record is not None  # rank 0 validates, and from_main hands its record to every rank
             self.history.select.append(record)
             if record[self.cfg.select_metric] > self.history.best_value:
                 self.history.best_epoch, self.history.best_value = epoch, record[self.cfg.select_metric]

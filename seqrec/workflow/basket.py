@@ -246,8 +246,7 @@ def run_basket(data_dir: str, model: str, params: dict | None = None, nested: bo
 def _log_model(predictor: BasketPredictor, data: ProcessedDataset, tags: dict[str, str], params: dict) -> str:
     test = data.split("test")
     example = [str(data.raw_ids[i]) for i in test.items[test.offsets[0] : test.offsets[1]]]
-    # log_model takes a basket predictor too (its docstring), but is annotated with Recommender only
-    info = tracking.log_model(predictor, example, params=params, tags=tags,  # type: ignore[arg-type]
+    info = tracking.log_model(predictor, example, params=params, tags=tags,
                               model_type=tags[tracking.TAG_MODEL])
     mlflow.log_artifact(str(data.path / "item_mapping.json"))
     return info.model_id

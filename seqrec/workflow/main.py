@@ -22,6 +22,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -300,7 +301,7 @@ def train_neural_models(params: MainParams, plan: list[tuple[str, str, dict]], d
             print(f"main: {model}-{preset} selects for at most {limited['max_seconds']:.0f} s", flush=True)
         runs[f"{model}-{preset}"] = reuse_or_run(
             f"train_{model}:{preset}", payload,
-            lambda m=model, p=preset, o=limited: run_neural(m, data_dir, p, o, nested=True, seeds=params.seeds))[0]
+            partial(run_neural, model, data_dir, preset, limited, nested=True, seeds=params.seeds))[0]
     return runs
 
 
@@ -380,7 +381,7 @@ def run_main(params: MainParams) -> dict:
             if model in wanted:
                 results["runs"][model] = reuse_or_run(
                     f"train_baseline:{model}", {**digest, "seeds": params.seeds},
-                    lambda m=model: run_baseline(data_dir, m, nested=True, seeds=params.seeds))[0]
+                    partial(run_baseline, data_dir, model, nested=True, seeds=params.seeds))[0]
         results["runs"].update(train_neural_models(params, plan, data_dir, digest, started))
         try:
             decision = run_register(data_dir, nested=True)
@@ -471,14 +472,14 @@ def best_against_runner_up(rows: list[dict], resamples: int = RESAMPLES) -> dict
     if len(rows) < 2:
         return None
     best, runner_up = rows[0], rows[1]
-    ranks = [load_test_ranks(r["run_id"]) for r in (best, runner_up)]
-    if any(r is None for r in ranks) or ranks[0].shape[-1] != ranks[1].shape[-1]:
+    best_ranks, runner_up_ranks = load_test_ranks(best["run_id"]), load_test_ranks(runner_up["run_id"])
+    if best_ranks is None or runner_up_ranks is None or best_ranks.shape[-1] != runner_up_ranks.shape[-1]:
         print("main: no paired significance test (a run without test_ranks.npy, or different test splits)")
         return None
-    results = compare_ranks(ranks[0], ranks[1], k=20, resamples=resamples)
+    results = compare_ranks(best_ranks, runner_up_ranks, k=20, resamples=resamples)
     return {"best": f"{best['model']} ({best['preset']})", "runner_up": f"{runner_up['model']} ({runner_up['preset']})",
             "best_run_id": best["run_id"], "runner_up_run_id": runner_up["run_id"],
-            "predictions": int(ranks[0].shape[-1]), "resamples": resamples, "results": [r.to_dict() for r in results]}
+            "predictions": int(best_ranks.shape[-1]), "resamples": resamples, "results": [r.to_dict() for r in results]}
 
 
 def comparison_chart(rows: list[dict]):
