@@ -15,12 +15,14 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
 import torch
+from mlflow.exceptions import MlflowException
 
 from seqrec.outputs import write_atomically
 
@@ -97,13 +99,19 @@ class Checkpointer:
 
     def save(self, state: dict) -> None:
         """Write ``state`` (tensors and plain types) as the latest checkpoint, keeping the one before it, and
-        upload it to the run's artifacts (after the local write: a kill in between costs one epoch)."""
+        upload it to the run's artifacts (after the local write: a kill in between costs one epoch). A failed
+        upload (the tracking server unreachable for a moment) is said and training goes on: the local checkpoint
+        stands, and the next epoch uploads again."""
         _check_plain(state, "state")
         write_atomically(self.path, lambda f: torch.save(state, f), durable=True,
                          keep=None if self._resumed_from_previous else self.previous)
         self._resumed_from_previous = False
         if self.artifacts is not None:
-            self.artifacts.upload(self.path)
+            try:
+                self.artifacts.upload(self.path)
+            except (MlflowException, OSError) as exc:
+                print(f"checkpoint: could not upload {self.path} to {self.artifacts} ({exc}); the local checkpoint "
+                      f"stands, the next epoch uploads again", file=sys.stderr, flush=True)
 
     def fetch(self, keep_local: bool = False) -> bool:
         """Make the run's uploaded checkpoint (the latest any machine saved) this machine's ``last.pt``, written

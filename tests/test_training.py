@@ -420,3 +420,24 @@ def test_checkpoints_reach_another_machine_through_the_runs_artifacts(tmp_path, 
         assert there.fetch()
         with pytest.raises(CheckpointError, match=rf"{re.escape(str(there.path))} is unreadable .* no earlier"):
             there.load()
+
+
+def test_a_failed_checkpoint_upload_is_said_and_training_goes_on(tmp_path, capsys):
+    """The tracking server unreachable for a moment: the local checkpoint stands, the next epoch uploads again."""
+    from mlflow.exceptions import MlflowException
+
+    class Flaky(RunArtifacts):
+        def __init__(self):
+            super().__init__("r", "checkpoints")
+            self.calls = 0
+
+        def upload(self, path):
+            self.calls += 1
+            if self.calls == 1:
+                raise MlflowException("API request to http://server failed: connection refused")
+
+    ckpt = Checkpointer(tmp_path / "run", Flaky())
+    ckpt.save({"epoch": 1, "phase": "select"})
+    assert "could not upload" in capsys.readouterr().err and ckpt.load()["epoch"] == 1
+    ckpt.save({"epoch": 2, "phase": "select"})
+    assert ckpt.artifacts.calls == 2 and ckpt.load()["epoch"] == 2
