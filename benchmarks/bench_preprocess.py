@@ -30,6 +30,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--format", choices=["yoochoose", "otto"], default="yoochoose")
     p.add_argument("--events", "--clicks", type=int, default=YOOCHOOSE_CLICKS, help="events in the generated file")
+    p.add_argument("--engine", choices=["memory", "duckdb", "auto"], default="memory",
+                   help="the preprocess engine (memory: the numpy path these figures were always taken with; "
+                        "benchmarks/bench_outofcore.py times duckdb on logs bigger than memory)")
     a = p.parse_args()
     started = time.perf_counter()
     path = generated_clicks(a.events)
@@ -43,12 +46,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         cmd = [sys.executable, str(ROOT / "steps" / "preprocess.py"), "--clicks", str(path), "--format", a.format,
-               "--out", f"{tmp}/processed"]
+               "--out", f"{tmp}/processed", "--engine", a.engine]
         started = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, cwd=tmp)
         wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(f"preprocess {a.format}: {a.events:,} events ({size_gb:.2f} GB) in {wall:.1f} s wall "
+    print(f"preprocess {a.format} ({a.engine} engine): {a.events:,} events ({size_gb:.2f} GB) in {wall:.1f} s wall "
           f"({usage.ru_utime + usage.ru_stime:.1f} s CPU), {a.events / wall:,.0f} events/s, "
           f"peak RSS {usage.ru_maxrss / 1e6:.2f} GB; load average {os.getloadavg()[0]:.1f}")
 

@@ -21,7 +21,9 @@ import seqrec
 PACKAGE = Path(seqrec.__file__).resolve().parent
 ROOT = PACKAGE.parent
 SOURCE_DIRS = ("seqrec", "steps")  # the code of results: the package and its entry points
-PREPROCESS_SOURCES = ("data/readers.py", "data/preprocess.py", "data/buys.py", "data/dataset.py", "data/formats")
+PREPROCESS_SOURCES = ("data/readers.py", "data/preprocess.py", "data/buys.py", "data/dataset.py", "data/formats",
+                      "data/outofcore.py", "data/split_writer.py", "data/sql_common.py", "data/sql_delimited.py",
+                      "data/sql_jsonl.py", "data/sql_parquet.py", "data/sql_protocol.py", "data/sql_sources.py")
 
 
 def _digest(files: list[Path], root: Path) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from seqrec.data.preprocess import PreprocessConfig
+from seqrec.data.preprocess import ENGINES, PreprocessConfig
 from seqrec.workflow.cli import add_read_arguments, int_arg, read_options, run_step
 from seqrec.workflow.preprocess import PreprocessParams, run_preprocess
 
@@ -25,10 +25,14 @@ def parse_args(argv: list[str] | None = None) -> PreprocessParams:
     p.add_argument("--max-len", type=int_arg, default=50)
     p.add_argument("--synthetic-clicks", type=int_arg, default=100_000, help="size of the generated data")
     p.add_argument("--seed", type=int_arg, default=0)
+    p.add_argument("--engine", default="auto", help=f"one of {', '.join(ENGINES)}: memory (numpy, the faster on what "
+                   f"fits), duckdb (out of core: logs bigger than memory), auto (duckdb when the log would take more "
+                   f"than half the available memory); both write the same dataset")
     add_read_arguments(p)
     a = p.parse_args(argv)
     read = read_options(a)
-    cfg = PreprocessConfig(a.min_item_support, a.min_session_length, a.test_days, a.val_days, a.fraction, a.max_len)
+    cfg = PreprocessConfig(a.min_item_support, a.min_session_length, a.test_days, a.val_days, a.fraction, a.max_len,
+                           a.engine)
     return PreprocessParams(a.clicks, a.buys, a.out, a.name, a.on_bad_lines, a.synthetic_clicks, a.seed, cfg,
                             a.format, read)
 

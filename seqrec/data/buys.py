@@ -9,6 +9,7 @@ only); they are stored beside the splits as ``splits/<split>/buys.npz``, one row
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,8 @@ class BasketLabels:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / FILE, session=self.session, item=self.item, raw_item=self.raw_item.astype(np.str_),
-                 quantity=self.quantity, time=self.time)
+        _savez(directory / FILE, {"session": self.session, "item": self.item, "raw_item": self.raw_item.astype(np.str_),
+                                  "quantity": self.quantity, "time": self.time})
 
     @classmethod
     def load(cls, directory: Path) -> BasketLabels:
@@ -56,6 +57,16 @@ class BasketLabels:
                                     f"(the built-in generated data always has one)")
         with np.load(path, allow_pickle=False) as z:
             return cls(z["session"], z["item"], z["raw_item"], z["quantity"], z["time"])
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez``'s file with a fixed date in the zip entries (``np.savez`` stamps the current time), so that the
+    same labels give the same bytes whenever and by whichever preprocess engine they are written."""
+    with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, value in arrays.items():
+            entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(entry, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
 
 
 def _lookup(sorted_keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

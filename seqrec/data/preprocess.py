@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +34,8 @@ DAY = 86_400.0
 # what a processed dataset directory holds (check_output replaces nothing else)
 BUYS_COLUMNS = ("session", "item", "time", "price", "quantity")
 OUTPUT_FILES = frozenset({"stats.json", "item_mapping.json", "items.parquet", "buys.parquet", "splits"})
+# memory: the numpy path of this module; duckdb: seqrec.data.outofcore (bigger than memory); auto: by input size
+ENGINES = ("auto", "memory", "duckdb")
 
 
 @dataclass(frozen=True)
@@ -44,16 +48,23 @@ class PreprocessConfig:
     val_days: float = 1.0
     fraction: int = 1
     max_len: int = 50
+    engine: str = "auto"  # how, never what: both engines write the same bytes (not part of stats.json)
 
     def __post_init__(self) -> None:
         """Each field in its range (``seqrec.configs``) before anything is read: a session of one click has no
         prediction (the protocol drops it), an empty time window or a fraction below 1 splits nothing."""
-        from seqrec.configs import above, at_least, check_range
+        from seqrec.configs import above, at_least, check_range, one_of
 
         for name, allowed in (("min_item_support", at_least(1)), ("min_session_length", at_least(2)),
                               ("test_days", above(0)), ("val_days", above(0)), ("fraction", at_least(1)),
-                              ("max_len", at_least(1))):
+                              ("max_len", at_least(1)), ("engine", one_of(*ENGINES))):
             check_range("PreprocessConfig", name, getattr(self, name), allowed)
+
+
+def stats_params(cfg: PreprocessConfig) -> dict:
+    """The parameters that shape the dataset (``stats.json``'s ``params``, part of its digest): all but ``engine``,
+    which changes how the dataset is computed, never its bytes."""
+    return {key: value for key, value in asdict(cfg).items() if key != "engine"}
 
 
 @dataclass
@@ -206,22 +217,33 @@ def _update(h, array: np.ndarray) -> None:
         h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
+def digest_start(stats: dict):
+    """The hash of :func:`dataset_digest` fed with its settings part (parameters, code version, reader): the
+    split arrays follow in ``SPLITS`` order (items, offsets, times, session ids), then :func:`digest_finish`."""
+    return hashlib.sha256(json.dumps({"params": stats["params"], "code": stats.get("code_version", ""),
+                                      "reader": stats["raw"].get("reader", {})}, sort_keys=True, default=str).encode())
+
+
+def digest_finish(h, raw_ids: np.ndarray, category: np.ndarray, buys: dict[str, np.ndarray] | None) -> str:
+    """Feed the item table and the buys to ``h`` (after every split) and return the digest."""
+    _update(h, np.asarray(raw_ids).astype(str))
+    _update(h, np.asarray(category).astype(str))
+    for column in BUYS_COLUMNS if buys is not None else ():
+        _update(h, np.asarray(buys[column]))
+    return h.hexdigest()[:16]
+
+
 def dataset_digest(stats: dict, splits: dict[str, SessionSplit], raw_ids: np.ndarray, category: np.ndarray,
                    buys: dict[str, np.ndarray] | None) -> str:
     """The dataset's identity from its content (docs/protocol.md, "Dataset identity"): the processed clicks of
     every split (items, session boundaries, times, session ids), the raw item ids and categories, the buys,
     the preprocessing parameters and the preprocessing code version; never a path. The same bytes read from
     two paths give one digest; other parameters, buys or preprocessing code give another."""
-    h = hashlib.sha256(json.dumps({"params": stats["params"], "code": stats.get("code_version", ""),
-                                   "reader": stats["raw"].get("reader", {})}, sort_keys=True, default=str).encode())
+    h = digest_start(stats)
     for name in SPLITS:
         for array in (splits[name].items, splits[name].offsets, splits[name].times, splits[name].session_ids):
             _update(h, array)
-    _update(h, np.asarray(raw_ids).astype(str))
-    _update(h, np.asarray(category).astype(str))
-    for column in BUYS_COLUMNS if buys is not None else ():
-        _update(h, np.asarray(buys[column]))
-    return h.hexdigest()[:16]
+    return digest_finish(h, raw_ids, category, buys)
 
 
 def digest_on_disk(path: str | Path) -> str:
@@ -268,7 +290,7 @@ def preprocess(clicks: Clicks, out_dir: str | Path, cfg: PreprocessConfig, name:
     del train, test  # ``parts`` now holds the only references, released one by one by ``_encode``
     splits, clicks_per_item = _encode(parts, vocabulary)
     boundaries = {"valid_start": valid_start, "test_start": test_start}
-    stats = _stats(name, cfg, source, raw, splits, len(vocabulary), boundaries, buys)
+    stats = make_stats(name, cfg, source, raw, split_counts(splits), len(vocabulary), boundaries, buys)
     baskets = None if buys is None else join_buys(buys, splits, raw_items[vocabulary],
                                                   cutoffs(valid_start, test_start))
     for split_name, counts in buy_stats(baskets or {}, splits).items():
@@ -345,21 +367,22 @@ def _encode(parts: dict[str, _Sessions], vocabulary: np.ndarray) -> tuple[dict[s
     return splits, clicks_per_item
 
 
-def _stats(name: str, cfg: PreprocessConfig, source: dict, raw: dict, splits: dict[str, SessionSplit],
-           n_items: int, boundaries: dict[str, float], buys: Buys | None) -> dict:
+def split_counts(splits: dict[str, SessionSplit]) -> dict[str, dict[str, int]]:
+    """Per split: clicks, sessions, predictions and distinct items (``stats.json``'s ``splits``)."""
+    return {s: {"clicks": splits[s].n_clicks, "sessions": splits[s].n_sessions, "predictions": splits[s].n_predictions,
+                "items": int(np.count_nonzero(np.bincount(splits[s].items)[1:]))} for s in SPLITS}
+
+
+def make_stats(name: str, cfg: PreprocessConfig, source: dict, raw: dict, counts: dict[str, dict[str, int]],
+               n_items: int, boundaries: dict[str, float], buys: Buys | None) -> dict:
     """The contents of ``stats.json`` (protocol step 6): sizes, raw figures, boundaries, params, digest."""
     stats = {
         "name": name,
         "n_items": int(n_items),
-        "splits": {
-            s: {"clicks": splits[s].n_clicks, "sessions": splits[s].n_sessions,
-                "predictions": splits[s].n_predictions,
-                "items": int(np.count_nonzero(np.bincount(splits[s].items)[1:]))}
-            for s in SPLITS
-        },
+        "splits": counts,
         "raw": raw,
         "boundaries": boundaries,
-        "params": asdict(cfg),
+        "params": stats_params(cfg),
         "source": source,
     }
     if buys is not None:
@@ -371,31 +394,44 @@ def _stats(name: str, cfg: PreprocessConfig, source: dict, raw: dict, splits: di
 def _write_atomically(out: Path, stats: dict, splits: dict[str, SessionSplit], vocabulary: np.ndarray,
                       category: np.ndarray, clicks_per_item: np.ndarray, buys: Buys | None,
                       baskets: dict[str, BasketLabels] | None = None) -> None:
-    """Write into a temporary sibling directory, then swap it into place (only over an earlier processed
-    dataset: :func:`check_output`)."""
+    """Write the whole dataset into a temporary sibling directory, then swap it into place."""
+    with atomic_directory(out) as tmp:
+        for split_name, split in splits.items():
+            split.save(tmp / "splits" / split_name)
+            if baskets is not None:
+                baskets[split_name].save(tmp / "splits" / split_name)
+        write_tables(tmp, stats, vocabulary, category, clicks_per_item, buys)
+
+
+@contextmanager
+def atomic_directory(out: Path) -> Iterator[Path]:
+    """A temporary sibling directory to write the dataset into, swapped into place when the block ends without an
+    error (only over an earlier processed dataset: :func:`check_output`), removed when it fails."""
     check_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         os.chmod(tmp, umask_mode())  # a temporary directory is 0700; the dataset follows the umask
-        for split_name, split in splits.items():
-            split.save(tmp / "splits" / split_name)
-            if baskets is not None:
-                baskets[split_name].save(tmp / "splits" / split_name)
-        raw_ids = vocabulary.astype(str)
-        ids = np.arange(1, len(vocabulary) + 1)
-        pq.write_table(pa.table({"item": ids, "raw_id": raw_ids, "category": category.astype(str),
-                                 "clicks": clicks_per_item}), tmp / "items.parquet")
-        mapping = dict(zip(map(str, ids.tolist()), raw_ids.tolist(), strict=True))
-        (tmp / "item_mapping.json").write_text(json.dumps(mapping))
-        if buys is not None:
-            pq.write_table(pa.table({c: getattr(buys, c) for c in BUYS_COLUMNS}), tmp / "buys.parquet")
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+        yield tmp
         swap_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_tables(tmp: Path, stats: dict, vocabulary: np.ndarray, category: np.ndarray, clicks_per_item: np.ndarray,
+                 buys: Buys | None) -> None:
+    """Everything but the splits: the item table, the item mapping, the buys and ``stats.json`` (written last)."""
+    raw_ids = vocabulary.astype(str)
+    ids = np.arange(1, len(vocabulary) + 1)
+    pq.write_table(pa.table({"item": ids, "raw_id": raw_ids, "category": category.astype(str),
+                             "clicks": clicks_per_item}), tmp / "items.parquet")
+    mapping = dict(zip(map(str, ids.tolist()), raw_ids.tolist(), strict=True))
+    (tmp / "item_mapping.json").write_text(json.dumps(mapping))
+    if buys is not None:
+        pq.write_table(pa.table({c: getattr(buys, c) for c in BUYS_COLUMNS}), tmp / "buys.parquet")
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
 
 
 def check_output(out: str | Path) -> None:

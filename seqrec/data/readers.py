@@ -21,18 +21,23 @@ from seqrec.data.formats.jsonl import read_jsonl, read_otto
 from seqrec.data.formats.public import read_diginetica, read_retailrocket
 from seqrec.data.formats.yoochoose import Buys, detect_format, read_buys, read_prepared, read_raw_clicks
 
-__all__ = ["FORMATS", "GENERIC_FORMATS", "Buys", "Clicks", "DataFormatError", "ReadOptions", "concat_clicks",
-           "detect_format", "parse_columns", "read_buys", "read_clicks"]
+__all__ = ["FORMATS", "GENERIC_FORMATS", "Buys", "Clicks", "DataFormatError", "ReadOptions", "check_click_only",
+           "concat_clicks", "detect_format", "parse_columns", "read_buys", "read_clicks", "resolve_format"]
 
 GENERIC_FORMATS = ("csv", "parquet", "jsonl")
 _NO_EVENT_COLUMN = {"yoochoose": ("click",), "prepared": ("click",)}
 
 
+def check_click_only(fmt: str, options: ReadOptions) -> None:
+    """Refuse event types other than ``click`` for the formats without an event column (YooChoose, prepared)."""
+    known = _NO_EVENT_COLUMN[fmt]
+    if any(e not in known for e in options.events):
+        raise ValueError(f"events: {fmt} files hold clicks only (event type 'click'), got {options.events}")
+
+
 def _yoochoose(reader: Callable[[Path, str], Clicks], fmt: str) -> Callable[[Path, ReadOptions], Clicks]:
     def read(path: Path, options: ReadOptions) -> Clicks:
-        known = _NO_EVENT_COLUMN[fmt]
-        if any(e not in known for e in options.events):
-            raise ValueError(f"events: {fmt} files hold clicks only (event type 'click'), got {options.events}")
+        check_click_only(fmt, options)
         return reader(path, options.on_bad_lines)
 
     return read
@@ -60,6 +65,16 @@ def read_clicks(path: str | Path, on_bad_lines: str = "error", fmt: str = "auto"
     path = Path(path)
     options = ReadOptions() if options is None else options
     options = replace(options, on_bad_lines=on_bad_lines)
+    fmt = resolve_format(path, fmt, options)
+    clicks = FORMATS[fmt](path, options)
+    clicks.info = {"format": fmt, **clicks.info}
+    pa.default_memory_pool().release_unused()  # hand the parse buffers back before preprocessing
+    return clicks
+
+
+def resolve_format(path: Path, fmt: str, options: ReadOptions) -> str:
+    """The format of ``path`` (``auto``: raw YooChoose or the prepared TSV, by its first line), checked against the
+    column mapping of ``options`` (needed by the generic formats, refused by the others)."""
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt not in FORMATS:
@@ -71,10 +86,7 @@ def read_clicks(path: str | Path, on_bad_lines: str = "error", fmt: str = "auto"
             raise ValueError("events needs an event column: columns=...,event=COL")
     elif options.columns:
         raise ValueError(f"columns applies to the generic formats ({', '.join(GENERIC_FORMATS)}), not {fmt}")
-    clicks = FORMATS[fmt](path, options)
-    clicks.info = {"format": fmt, **clicks.info}
-    pa.default_memory_pool().release_unused()  # hand the parse buffers back before preprocessing
-    return clicks
+    return fmt
 
 
 def concat_clicks(parts: list[Clicks]) -> Clicks:

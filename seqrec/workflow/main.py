@@ -346,8 +346,10 @@ def prepare_data(params: MainParams) -> tuple[str, str | None]:
     pre = params.preprocess_params()
     clicks, buys, name = resolve_inputs(pre)
     pre.clicks, pre.buys, pre.name = str(clicks), str(buys or ""), name
-    # every setting shapes the dataset: all of them, with the files' content instead of their paths
-    source = {**preprocess_values(pre), "clicks": file_digest(*str(clicks).split(",")),
+    # every setting shapes the dataset: all of them, with the files' content instead of their paths (but the
+    # engine: both write the same dataset, byte for byte)
+    source = {**{k: v for k, v in preprocess_values(pre).items() if k != "engine"},
+              "clicks": file_digest(*str(clicks).split(",")),
               "buys": file_digest(buys) if buys else ""}
     out = {}
 

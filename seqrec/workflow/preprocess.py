@@ -1,4 +1,5 @@
-"""The ``preprocess`` step: read (or generate) clicks, preprocess them, log the run to MLflow."""
+"""The ``preprocess`` step: read (or generate) clicks, preprocess them with the engine ``engine`` picks (``memory``:
+numpy, or ``duckdb``: out of core, :func:`seqrec.data.outofcore.choose_engine`), log the run to MLflow."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mlflow
 
 from seqrec import tracking
+from seqrec.data.formats.common import check_file
+from seqrec.data.outofcore import Unsupported, choose_engine, preprocess_outofcore
 from seqrec.data.preprocess import PreprocessConfig, check_output, file_digest, preprocess
-from seqrec.data.readers import ReadOptions, concat_clicks, read_buys, read_clicks
+from seqrec.data.readers import ReadOptions, concat_clicks, read_buys, read_clicks, resolve_format
 from seqrec.data.synthetic import SyntheticConfig, generate
 from seqrec.outputs import check_name, check_output_dir, swap_directory, umask_mode, write_json_atomically
 
@@ -104,16 +107,12 @@ def run_preprocess(params: PreprocessParams, nested: bool = False) -> tuple[str,
                              "on_bad_lines": params.on_bad_lines, "format": params.format, **read_params(params)})
         started = time.perf_counter()
         files = [Path(f) for f in str(clicks_path).split(",")]
-        clicks = [concat_clicks([read_clicks(f, params.on_bad_lines, params.format, params.read) for f in files])]
-        reader = clicks[0].info
-        digest = file_digest(*files)
-        buys = read_buys(buys_path, on_bad_lines=params.on_bad_lines) if buys_path else None
-        read_seconds = time.perf_counter() - started
-        source = {"path": ",".join(str(f.resolve()) for f in files), "digest": digest, **read_params(params)}
-        mlflow.set_tags({f"seqrec.reader.{key}": str(value) for key, value in reader.items()})
-        # pop: preprocess gets the only reference and frees the raw columns once it has grouped them
-        stats = preprocess(clicks.pop(), out, params.config, name, source, buys=buys)
-        tracking.log_file_input(files[0], digest, name)
+        engine, why = choose_engine(params.config.engine, files, params.format, params.on_bad_lines)
+        print(f"preprocess: engine {engine} ({why})", flush=True)
+        stats, read_seconds, engine = _preprocess_with(engine, params, files, buys_path, out, name)
+        mlflow.set_tags({"seqrec.preprocess.engine": engine, "seqrec.preprocess.engine_reason": why,
+                         **{f"seqrec.reader.{key}": str(value) for key, value in stats["raw"]["reader"].items()}})
+        tracking.log_file_input(files[0], stats["source"]["digest"], name)
         mlflow.set_tags(tracking.dataset_tags(stats))
         metrics = {"raw_clicks": stats["raw"]["clicks"], "skipped_lines": stats["raw"]["skipped_lines"],
                    "n_items": stats["n_items"], "read_seconds": read_seconds,
@@ -124,6 +123,37 @@ def run_preprocess(params: PreprocessParams, nested: bool = False) -> tuple[str,
         mlflow.log_artifact(str(out / "stats.json"))
         mlflow.log_artifact(str(out / "item_mapping.json"))
     return str(out), stats
+
+
+def _preprocess_with(engine: str, params: PreprocessParams, files: list[Path], buys_path: Path | None, out: Path,
+                     name: str) -> tuple[dict, float, str]:
+    """Read and preprocess the click files with ``engine`` (``memory`` or ``duckdb``); returns the stats, the
+    seconds spent reading and the engine that ran: duckdb hands what it cannot read natively (said on stdout and in
+    the run's tags) to the memory engine."""
+    started = time.perf_counter()
+    options = replace(params.read, on_bad_lines=params.on_bad_lines)
+    if engine == "duckdb":
+        for f in files:  # a missing file or a bad setting fails here, as the memory engine's reader fails
+            resolve_format(f, params.format, options)
+            check_file(f)
+        buys = read_buys(buys_path, on_bad_lines=params.on_bad_lines) if buys_path else None
+        source = {"path": ",".join(str(f.resolve()) for f in files), "digest": file_digest(*files),
+                  **read_params(params)}
+        timings: dict = {}
+        try:
+            stats = preprocess_outofcore(files, params.format, options, out, params.config, name, source, buys,
+                                         timings)
+            return stats, time.perf_counter() - started - timings["seconds_after_read"], engine
+        except Unsupported as exc:
+            print(f"preprocess: the duckdb engine does not read {exc}: the memory engine reads it", flush=True)
+            started, engine = time.perf_counter(), "memory"
+    clicks = [concat_clicks([read_clicks(f, params.on_bad_lines, params.format, params.read) for f in files])]
+    digest = file_digest(*files)
+    buys = read_buys(buys_path, on_bad_lines=params.on_bad_lines) if buys_path else None
+    read_seconds = time.perf_counter() - started
+    source = {"path": ",".join(str(f.resolve()) for f in files), "digest": digest, **read_params(params)}
+    # pop: preprocess gets the only reference and frees the raw columns once it has grouped them
+    return preprocess(clicks.pop(), out, params.config, name, source, buys=buys), read_seconds, engine
 
 
 def read_params(params: PreprocessParams) -> dict:

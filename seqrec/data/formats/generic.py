@@ -45,7 +45,7 @@ def sniff_separator(path: Path, columns: dict[str, str]) -> str:
     return max(_SEPARATORS, key=line.count)
 
 
-def _fields(columns: dict[str, str], unit: str) -> list[Field]:
+def csv_fields(columns: dict[str, str], unit: str) -> list[Field]:
     time = Field("time", columns["time"], pa.string(), ISO_ANY, "an ISO-8601 time like 2014-04-07T10:51:09Z") \
         if unit == "iso" else Field("time", columns["time"], pa.float64(), UNSIGNED_FLOAT,
                                     f"a number of {unit} since 1970")
@@ -61,7 +61,7 @@ def read_csv(path: Path, options: ReadOptions) -> Clicks:
     check_file(path)
     unit = options.time_unit or "s"
     sep = options.sep or sniff_separator(path, options.columns)
-    fields = _fields(options.columns, unit)
+    fields = csv_fields(options.columns, unit)
     header = read_header(path, sep, fields)
     table, skipped = read_delimited(path, fields, sep, header, options.on_bad_lines)
     if "event" in options.columns and options.events:

@@ -38,7 +38,7 @@ _OTTO_SCHEMA = pa.schema([
     ("events", pa.list_(pa.struct([("aid", pa.int64()), ("ts", pa.int64()), ("type", pa.string())]))),
 ])
 BLOCK_BYTES = 1 << 26  # lines are parsed 64 MiB at a time
-_MS_THRESHOLD = 1e11  # a largest ts below this is seconds (1e11 ms is 1973, 1e11 s is year 5138)
+MS_THRESHOLD = 1e11  # a largest ts below this is seconds (1e11 ms is 1973, 1e11 s is year 5138)
 
 
 def line_blocks(path: Path, size: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
@@ -110,7 +110,7 @@ def otto_problem(line: str) -> str | None:
     return None
 
 
-def _check_lines(path: Path, first: int, block: bytes, problem: Callable[[str], str | None],
+def check_lines(path: Path, first: int, block: bytes, problem: Callable[[str], str | None],
                  on_bad_lines: str) -> tuple[bytes, int]:
     """Check ``block`` line by line: raise on the first bad line, or return the good lines and the count
     of bad ones (``skip``). Blank lines are dropped."""
@@ -162,7 +162,7 @@ def read_otto(path: Path, options: ReadOptions) -> Clicks:
         except pa.ArrowInvalid:
             part = None
         if part is None:
-            block, bad = _check_lines(path, first, block, otto_problem, options.on_bad_lines)
+            block, bad = check_lines(path, first, block, otto_problem, options.on_bad_lines)
             skipped += bad
             part = _otto_block(_reparse(path, first, block, _OTTO_SCHEMA, infer=False), keep)
         for out, column in zip((sessions, aids, stamps), part, strict=True):
@@ -174,14 +174,14 @@ def read_otto(path: Path, options: ReadOptions) -> Clicks:
     if options.time_unit in ("s", "ms"):
         unit, how = options.time_unit, "given"
     else:
-        unit, how = ("ms", "detected") if pc.max(ts).as_py() >= _MS_THRESHOLD else ("s", "detected")
+        unit, how = ("ms", "detected") if pc.max(ts).as_py() >= MS_THRESHOLD else ("s", "detected")
     time = ts.to_numpy() / (1000.0 if unit == "ms" else 1.0)
     del ts, stamps
     info = {"events": keep.to_pylist(), "time_unit": unit, "time_unit_source": how}
     return make_clicks(session, pa.chunked_array(aids, pa.int64()), time, skipped, info)
 
 
-def _flat_problem(columns: dict[str, str], time_unit: str) -> Callable[[str], str | None]:
+def flat_problem(columns: dict[str, str], time_unit: str) -> Callable[[str], str | None]:
     iso = re.compile(ISO_ANY)
 
     def problem(line: str) -> str | None:
@@ -212,7 +212,7 @@ def read_jsonl(path: Path, options: ReadOptions) -> Clicks:
     cols, unit = options.columns, options.time_unit or "s"
     time_type = pa.string() if unit == "iso" else pa.float64()
     schema = pa.schema([(cols["time"], time_type)] + ([(cols["event"], pa.string())] if "event" in cols else []))
-    problem = _flat_problem(cols, unit)
+    problem = flat_problem(cols, unit)
     parts, skipped = [], 0
     for first, block in line_blocks(path):
         try:
@@ -223,7 +223,7 @@ def read_jsonl(path: Path, options: ReadOptions) -> Clicks:
             if unit != "iso" and pc.any(pc.less(table[cols["time"]], 0)).as_py():
                 raise pa.ArrowInvalid("a negative unix time")
         except (pa.ArrowInvalid, KeyError):
-            block, bad = _check_lines(path, first, block, problem, options.on_bad_lines)
+            block, bad = check_lines(path, first, block, problem, options.on_bad_lines)
             skipped += bad
             table = _reparse(path, first, block, schema, infer=True).select(list(cols.values()))
         if "event" in cols and options.events:

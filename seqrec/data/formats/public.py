@@ -26,7 +26,7 @@ from seqrec.data.formats.common import (
 )
 
 DIGINETICA_EVENTS = ("view",)
-_DIGINETICA = (
+DIGINETICA_FIELDS = (
     Field("session", "session_id", pa.int64(), INT, "an integer session_id"),
     Field("item", "item_id", pa.int64(), INT, "an integer item_id"),
     Field("timeframe", "timeframe", pa.int64(), UNSIGNED_INT,
@@ -34,7 +34,7 @@ _DIGINETICA = (
     Field("day", "eventdate", pa.date32(), r"\d{4}-\d\d-\d\d", "an eventdate like 2016-05-09"),
 )
 RETAILROCKET_EVENTS = ("view", "addtocart", "transaction")
-_RETAILROCKET = (
+RETAILROCKET_FIELDS = (
     Field("time", "timestamp", pa.int64(), UNSIGNED_INT, "an integer timestamp >= 0 in milliseconds"),
     Field("visitor", "visitorid", pa.int64(), INT, "an integer visitorid"),
     Field("event", "event", LABEL, "|".join(RETAILROCKET_EVENTS), "an event view, addtocart or transaction"),
@@ -49,8 +49,8 @@ def read_diginetica(path: Path, options: ReadOptions) -> Clicks:
     """
     check_file(path)
     events_to_keep(options.events, DIGINETICA_EVENTS, DIGINETICA_EVENTS, "diginetica")
-    header = read_header(path, ";", _DIGINETICA)
-    table, skipped = read_delimited(path, _DIGINETICA, ";", header, options.on_bad_lines)
+    header = read_header(path, ";", DIGINETICA_FIELDS)
+    table, skipped = read_delimited(path, DIGINETICA_FIELDS, ";", header, options.on_bad_lines)
     table = nonempty(table, path)
     days = to_numpy(table["day"].cast(pa.int32())).astype(np.float64)
     time = days * 86_400.0 + to_numpy(table["timeframe"]) / 1000.0
@@ -72,8 +72,8 @@ def read_retailrocket(path: Path, options: ReadOptions) -> Clicks:
     from each visitor's kept events at gaps of more than ``options.session_gap`` seconds."""
     check_file(path)
     keep = events_to_keep(options.events, ("view",), RETAILROCKET_EVENTS, "retailrocket")
-    header = read_header(path, ",", _RETAILROCKET)
-    table, skipped = read_delimited(path, _RETAILROCKET, ",", header, options.on_bad_lines)
+    header = read_header(path, ",", RETAILROCKET_FIELDS)
+    table, skipped = read_delimited(path, RETAILROCKET_FIELDS, ",", header, options.on_bad_lines)
     table = nonempty(table.filter(event_filter(table["event"], keep)), path, f"{'/'.join(keep)} events")
     time = to_numpy(table["time"]) / 1000.0
     order, session = cut_sessions(to_numpy(table["visitor"]), time, options.session_gap)

@@ -28,7 +28,7 @@ from seqrec.data.formats.common import (
 
 _TIME = Field("time", "Timestamp", pa.timestamp("ms", tz="UTC"), ISO_UTC,
               "an ISO-8601 UTC Timestamp like 2014-04-07T10:51:09.277Z")
-_RAW_CLICKS = (
+RAW_CLICKS_FIELDS = (
     Field("session", "SessionID", pa.int64(), INT, "an integer SessionID"),
     _TIME,
     Field("item", "ItemID", pa.int64(), INT, "an integer ItemID"),
@@ -41,7 +41,7 @@ _RAW_BUYS = (
     Field("price", "Price", pa.int64(), INT, "an integer Price"),
     Field("quantity", "Quantity", pa.int64(), INT, "an integer Quantity"),
 )
-_PREPARED = (
+PREPARED_FIELDS = (
     Field("session", "SessionId", pa.int64(), INT, "an integer SessionId"),
     Field("item", "ItemId", pa.int64(), INT, "an integer ItemId"),
     Field("time", "Time", pa.float64(), UNSIGNED_FLOAT, "a unix Time in seconds (>= 0)"),
@@ -75,8 +75,8 @@ def _millis_to_seconds(column: pa.ChunkedArray) -> np.ndarray:
 def read_prepared(path: Path, on_bad_lines: str) -> Clicks:
     """The prepared TSV (``SessionId\\tItemId\\tTime``, unix seconds)."""
     check_file(path)
-    header = read_header(path, "\t", _PREPARED)
-    table, skipped = read_delimited(path, _PREPARED, "\t", header, on_bad_lines)
+    header = read_header(path, "\t", PREPARED_FIELDS)
+    table, skipped = read_delimited(path, PREPARED_FIELDS, "\t", header, on_bad_lines)
     if table.num_rows == 0:
         raise DataFormatError(f"{path}:2: no click rows after the header")
     return make_clicks(table["session"], table["item"], to_numpy(table["time"]), skipped)
@@ -85,7 +85,7 @@ def read_prepared(path: Path, on_bad_lines: str) -> Clicks:
 def read_raw_clicks(path: Path, on_bad_lines: str) -> Clicks:
     """Raw YooChoose clicks (``SessionID,Timestamp,ItemID,Category``, no header)."""
     check_file(path)
-    table, skipped = read_delimited(path, _RAW_CLICKS, ",", None, on_bad_lines)
+    table, skipped = read_delimited(path, RAW_CLICKS_FIELDS, ",", None, on_bad_lines)
     table = nonempty(table, path)
     time = _millis_to_seconds(table["time"])
     categories = table["category"].combine_chunks()  # one dictionary for all blocks
