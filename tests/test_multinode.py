@@ -250,7 +250,8 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_a_run_of_two_seeds_resumes_each_seed_on_another_machine(server, processed, tmp_path):
-    over = {"progress": False, "epochs": 2, "patience": 2, "threads": 1}
+    # the seeds one after another: the kill is in this process, not in a worker of parallel seeds
+    over = {"progress": False, "epochs": 2, "patience": 2, "threads": 1, "seed_processes": 1}
     argv = ["--model", "meanemb", "--data", "data", "--preset", "tiny", "--seeds", "2",
             *[str(x) for k, v in over.items() for x in (f"--{k}", v)]]
     driver = tmp_path / "killed_in_seed_2.py"

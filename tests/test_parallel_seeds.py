@@ -45,3 +45,44 @@ def test_seed_processes_follow_the_cores(seeds, threads, cores, expected, monkey
     monkeypatch.setattr(neural.os, "sched_getaffinity", lambda _: set(range(cores)))
     job = neural._Job("sasrec", "", None, "tiny", None, None, RuntimeConfig(device="cpu", threads=threads), seeds)
     assert neural.seed_processes(job) == expected
+
+
+# a worker of parallel seeds is killed (SIGKILL) once its seed's first checkpoint is saved; the patch sits at the
+# top of the driver, which worker processes import (spawn), the training under the main guard
+KILLED_WORKER = """
+import os, signal, sys
+from seqrec.checkpoints import Checkpointer
+original = Checkpointer.save
+
+def save(self, state):
+    original(self, state)
+    if self.artifacts is not None and self.artifacts.folder == "checkpoints/seed2":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+Checkpointer.save = save
+if __name__ == "__main__":
+    from seqrec.train import main
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_seed_worker_fails_the_run_clearly_and_resume_finishes_it(processed, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(KILLED_WORKER)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'own.db'}"}
+    argv = ["--model", "meanemb", "--data", str(processed), "--preset", "tiny", "--epochs", "2", "--seeds", "2",
+            "--params", "progress=false,threads=1,seed_processes=2"]
+    killed = subprocess.run([sys.executable, str(driver), *argv], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode != 0
+    assert "the process training seed 2 died (killed, or out of memory): resume=true" in killed.stderr
+    resumed = subprocess.run([sys.executable, "-m", "seqrec.train", *argv, "--resume", "true"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    with own_store(tmp_path):
+        (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+        assert run.info.status == "FINISHED" and "test_mrr_at_20_seed2" in run.data.metrics

@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -185,7 +186,11 @@ def _train_seeds(job: _Job, run_id: str, resume: bool) -> tuple[SequenceModel, H
             if i == 0:
                 model, first_history = seed_model, history
         for i, future in others.items():
-            history, results[i] = future.result()
+            try:
+                history, results[i] = future.result()
+            except BrokenProcessPool:
+                raise RuntimeError(f"the process training seed {i + 1} died (killed, or out of memory): resume=true "
+                                   f"continues the run from each seed's last checkpoint") from None
             _replay_curves(epoch_logger(job.model_name, f"_seed{i + 1}", echo=False), history)
     return model, first_history, [r for r in results if r is not None]
 
