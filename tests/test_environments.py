@@ -40,6 +40,15 @@ def test_conda_yaml_pins_exactly_the_dependencies_of_pyproject():
     assert "-e ." in pip
 
 
+def test_the_base_install_holds_what_a_training_run_needs_beyond_imports():
+    """Training runs log MLflow's system metrics, which need psutil: a base dependency of its own, not one that
+    the dev tools happen to bring (``make run`` installs the base only)."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "psutil" in {Requirement(r).name for r in declared}
+    if UV is not None:
+        assert "psutil" in locked_pins()  # what the base install gets from the lock
+
+
 def test_python_env_yaml_installs_the_project_itself():
     env = yaml.safe_load((ROOT / "python_env.yaml").read_text())
     assert env["dependencies"] == ["."]
