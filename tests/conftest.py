@@ -6,15 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import answers_health, free_port
 
 _DEFAULT_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "yoochoose-100k"
 SAMPLE = Path(os.environ.get("SEQREC_SAMPLE", _DEFAULT_SAMPLE))
@@ -41,13 +41,6 @@ def outside_the_checkout(tmp_path_factory):
     os.chdir(before)
 
 
-def _answers(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=5) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
 
 @pytest.fixture(scope="session")
 def tracking_server(tmp_path_factory) -> Iterator[str]:
@@ -56,13 +49,11 @@ def tracking_server(tmp_path_factory) -> Iterator[str]:
     ``--artifacts-destination`` in a temporary folder, on a free port, stopped at the end of the session."""
     given = os.environ.get("SEQREC_TEST_TRACKING_SERVER")
     if given:
-        assert _answers(given), f"SEQREC_TEST_TRACKING_SERVER={given} does not answer /health"
+        assert answers_health(given), f"SEQREC_TEST_TRACKING_SERVER={given} does not answer /health"
         yield given
         return
     root = tmp_path_factory.mktemp("mlflow-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
            f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
@@ -73,7 +64,7 @@ def tracking_server(tmp_path_factory) -> Iterator[str]:
                                   start_new_session=True)
     try:
         deadline = time.time() + 120
-        while not _answers(uri):
+        while not answers_health(uri):
             tail = (root / "server.log").read_text(errors="replace")[-2000:]
             assert server.poll() is None, f"mlflow server exited: {tail}"
             assert time.time() < deadline, f"mlflow server did not answer {uri}/health in 120 s: {tail}"

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import mlflow
 import pytest
 import torch
 
-from tests.helpers import tracking_at
+from tests.helpers import KILLED_IN_SEED_2, free_port, tracking_at
 from tests.test_faults import _PRELUDE
 
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
@@ -55,11 +54,6 @@ class Node:
     stderr: str = ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _env(uri: str) -> dict[str, str]:
     """The nodes' environment: the server, and no checkpoint folder but the working directory's own."""
@@ -79,7 +73,7 @@ def _machine(root: Path, name: str, processed: Path) -> Path:
 def _run_nodes(cwds: list[Path], program: list[str], env: dict[str, str], timeout: float = 150) -> list[Node]:
     """``torchrun --nnodes=len(cwds) --nproc_per_node=1 --rdzv_backend=c10d`` on loopback, one node per working
     directory, started together; each node's exit status and output (all are killed after ``timeout``)."""
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     with ExitStack() as files:
         # files, not pipes: a node blocked on a full pipe that nobody reads would stall the other
         outputs = [tuple(files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(2)) for _ in cwds]
@@ -230,23 +224,6 @@ def test_nodes_holding_different_datasets_stop_saying_which(loopback, server, pr
         assert "the ranks do not hold the same dataset" in errors[0] and "0123456789abcdef" in errors[0]
         assert stats["digest"] in errors[0] and "preprocess the same raw files" in errors[0]
     assert not any(_checkpoints(n.cwd) for n in nodes)
-
-
-# the process is killed (SIGKILL) once the second seed's first checkpoint is saved
-KILLED_IN_SEED_2 = """
-import os, signal, sys
-from seqrec.checkpoints import Checkpointer
-original = Checkpointer.save
-
-def save(self, state):
-    original(self, state)
-    if self.artifacts is not None and self.artifacts.folder == "checkpoints/seed2":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-Checkpointer.save = save
-from seqrec.train import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def test_a_run_of_two_seeds_resumes_each_seed_on_another_machine(server, processed, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 import steps.train
 from seqrec.workflow.neural import TAG_SEED_PROCESSES
-from tests.helpers import own_store
+from tests.helpers import KILLED_IN_SEED_2, own_store
 
 
 def _train(processed, processes: int) -> mlflow.entities.Run:
@@ -47,32 +47,13 @@ def test_seed_processes_follow_the_cores(seeds, threads, cores, expected, monkey
     assert neural.seed_processes(job) == expected
 
 
-# a worker of parallel seeds is killed (SIGKILL) once its seed's first checkpoint is saved; the patch sits at the
-# top of the driver, which worker processes import (spawn), the training under the main guard
-KILLED_WORKER = """
-import os, signal, sys
-from seqrec.checkpoints import Checkpointer
-original = Checkpointer.save
-
-def save(self, state):
-    original(self, state)
-    if self.artifacts is not None and self.artifacts.folder == "checkpoints/seed2":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-Checkpointer.save = save
-if __name__ == "__main__":
-    from seqrec.train import main
-    sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_a_killed_seed_worker_fails_the_run_clearly_and_resume_finishes_it(processed, tmp_path):
     import os
     import subprocess
     import sys
 
     driver = tmp_path / "driver.py"
-    driver.write_text(KILLED_WORKER)
+    driver.write_text(KILLED_IN_SEED_2)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'own.db'}"}
     argv = ["--model", "meanemb", "--data", str(processed), "--preset", "tiny", "--epochs", "2", "--seeds", "2",
             "--params", "progress=false,threads=1,seed_processes=2"]

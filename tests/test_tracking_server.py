@@ -20,7 +20,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.helpers import tracking_at
+from tests.helpers import answers_health, free_port, tracking_at
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "tracking_server.sh"
@@ -38,20 +38,6 @@ class Backend:
     seconds_to_start: float = 0.0
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=5) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
 
 
 def why_no_postgresql() -> str:
@@ -73,7 +59,7 @@ def team_backend(tmp: Path) -> Iterator[Backend | str]:
     stopped again if it was down); the reason as a string where none can be had."""
     given = os.environ.get(SERVER_VARIABLE)
     if given:
-        assert healthy(given), f"{SERVER_VARIABLE}={given} does not answer /health"
+        assert answers_health(given), f"{SERVER_VARIABLE}={given} does not answer /health"
         yield Backend(given, os.environ.get(STORAGE_VARIABLE, ""))
         return
     reason = why_no_postgresql()
@@ -223,7 +209,7 @@ def test_the_http_service_loads_the_champion_from_the_server(backend, pipeline):
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 90
-        while not healthy(base) and time.time() < deadline:
+        while not answers_health(base) and time.time() < deadline:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.3)
         item = ProcessedDataset.load(pipeline.data).raw_ids[4]

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqrec.data.formats.common import DataFormatError, ReadOptions
+from seqrec.data.formats.generic import parquet_schema
 from seqrec.data.outofcore import Unsupported
 from seqrec.data.sql_common import (
     Loaded,
@@ -31,14 +32,7 @@ Con = duckdb.DuckDBPyConnection
 def _schema(path: Path, cols: dict[str, str]) -> dict[str, pa.DataType]:
     """The arrow type of each mapped role, with the memory engine's messages for a file that is not Parquet or
     lacks a column."""
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataFormatError(f"{path}: expected a Parquet file: {exc}") from exc
-    missing = [c for c in cols.values() if c not in schema.names]
-    if missing:
-        raise DataFormatError(f"{path}: expected columns {list(cols.values())}, missing {missing} "
-                              f"(the file has {schema.names})")
+    schema = parquet_schema(path, cols)
     return {role: schema.field(column).type for role, column in cols.items()}
 
 

@@ -75,14 +75,7 @@ def read_parquet(path: Path, options: ReadOptions) -> Clicks:
     check_file(path)
     unit = options.time_unit or "s"
     cols = options.columns
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataFormatError(f"{path}: expected a Parquet file: {exc}") from exc
-    missing = [c for c in cols.values() if c not in schema.names]
-    if missing:
-        raise DataFormatError(f"{path}: expected columns {list(cols.values())}, missing {missing} "
-                              f"(the file has {schema.names})")
+    parquet_schema(path, cols)
     table = pq.read_table(path, columns=list(cols.values())).rename_columns(list(cols))
     time_type = table["time"].type
     numeric = pa.types.is_integer(time_type) or pa.types.is_floating(time_type)
@@ -112,3 +105,17 @@ def read_parquet(path: Path, options: ReadOptions) -> Clicks:
     if "event" in cols and options.events:
         table = table.filter(event_filter(table["event"], options.events))
     return flat_clicks(path, [table], unit, int(bad.size), options)
+
+
+def parquet_schema(path: Path, cols: dict[str, str]) -> pa.Schema:
+    """The schema of the Parquet file ``path``, refused naming the file when it is not Parquet or lacks one of the
+    mapped columns ``cols`` (role -> column); both engines read Parquet through this check."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataFormatError(f"{path}: expected a Parquet file: {exc}") from exc
+    missing = [c for c in cols.values() if c not in schema.names]
+    if missing:
+        raise DataFormatError(f"{path}: expected columns {list(cols.values())}, missing {missing} "
+                              f"(the file has {schema.names})")
+    return schema
