@@ -1,18 +1,20 @@
 """The settings of a training run: ``TrainConfig`` (what the loop optimises and how, part of a run's identity),
 ``RuntimeConfig`` (where and how it computes and reports, not part of its identity) and ``split_overrides``,
-which sends each override of a preset to the model config, ``TrainConfig`` or ``RuntimeConfig``.
+which sends each override of a preset (a named one, or ``auto``: sized from the dataset) to the model config,
+``TrainConfig`` or ``RuntimeConfig``.
 
 Each field declares the values it allows (``seqrec.configs``), checked whenever a config is built.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from seqrec.configs import RangeError, above, at_least, check_ranges, check_types, one_of, ranged, share
 from seqrec.evaluation import SELECTION_METRIC
 from seqrec.models import registry
+from seqrec.models.auto_preset import AUTO, AutoChoice, DataShape, choose
 
 
 @dataclass
@@ -62,14 +64,31 @@ class RuntimeConfig:
         check_ranges("RuntimeConfig", self)
 
 
-def split_overrides(model_name: str, preset: str, overrides: dict[str, Any]) -> tuple[Any, TrainConfig, RuntimeConfig]:
+def auto_choice(model_name: str, shape: DataShape) -> AutoChoice:
+    """What ``preset=auto`` sets for ``model_name`` on data of ``shape``, each field with its reason."""
+    return choose(model_name, shape, asdict(registry.model_class(model_name).config_class()), asdict(TrainConfig()))
+
+
+def preset_values(model_name: str, preset: str, shape: DataShape | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(model fields, training fields)`` of a named preset, or of ``auto`` for data of ``shape``; ``auto``
+    without a shape (settings checked before the data is read) stands for the model's ``default`` preset."""
+    if preset != AUTO:
+        return registry.preset(model_name, preset)
+    if shape is None:
+        return registry.preset(model_name, "default")
+    choice = auto_choice(model_name, shape)
+    return choice.model_fields, choice.train_fields
+
+
+def split_overrides(model_name: str, preset: str, overrides: dict[str, Any],
+                    shape: DataShape | None = None) -> tuple[Any, TrainConfig, RuntimeConfig]:
     """The model config, ``TrainConfig`` and ``RuntimeConfig`` of a preset with ``overrides`` applied.
 
     Each override goes to whichever of the three has the field; a field none has, a value of another type than
     its field's, or one outside its field's range (``seqrec.configs``), is refused by name before anything is
-    built.
+    built. ``shape``: the dataset's, for ``preset=auto``.
     """
-    model_over, train_over = registry.preset(model_name, preset)
+    model_over, train_over = preset_values(model_name, preset, shape)
     train_fields = {f.name for f in fields(TrainConfig)}
     runtime_fields = {f.name for f in fields(RuntimeConfig)}
     model_values = {**model_over, **{k: v for k, v in overrides.items() if k not in train_fields | runtime_fields}}

@@ -28,13 +28,16 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 
 from seqrec.configs import parse_value
 from seqrec.outputs import write_json_atomically
+
+if TYPE_CHECKING:
+    from seqrec.models.auto_preset import DataShape
 
 STUDY_ROOT = Path(os.environ.get("SEQREC_STUDIES", "studies"))
 
@@ -359,21 +362,22 @@ def best_overrides(study: optuna.Study) -> dict[str, Any]:
     return dict(study.best_trial.params)
 
 
-def save_preset(model: str, name: str, base: str, overrides: dict[str, Any]) -> Path:
-    """Write preset ``name`` of ``model``: preset ``base`` with ``overrides`` (a study's fixed and best
-    parameters) as complete ``model`` and ``train`` settings, into ``presets.TUNED_FILE``; it is then
-    trained like any preset (``-P preset=NAME``). A preset defined in ``presets.py`` is never replaced."""
+def save_preset(model: str, name: str, base: str, overrides: dict[str, Any], shape: DataShape | None = None) -> Path:
+    """Write preset ``name`` of ``model``: preset ``base`` (``auto``: as sized for data of ``shape``) with
+    ``overrides`` (a study's fixed and best parameters) as complete ``model`` and ``train`` settings, into
+    ``presets.TUNED_FILE``; it is then trained like any preset (``-P preset=NAME``). A preset defined in
+    ``presets.py`` is never replaced."""
     from dataclasses import fields
 
     from seqrec.models import presets, registry
-    from seqrec.train_config import RuntimeConfig, TrainConfig
+    from seqrec.train_config import RuntimeConfig, TrainConfig, preset_values
 
     if model not in registry.MODELS:
         raise ValueError(f"write_preset: presets are for the neural models {sorted(registry.MODELS)}, not {model}")
     tuned = json.loads(presets.TUNED_FILE.read_text()) if presets.TUNED_FILE.exists() else {}
     if name in presets.PRESETS.get(model, {}) and name not in tuned.get(model, {}):
         raise ValueError(f"write_preset: {name!r} is a built-in preset of {model}; choose another name")
-    model_part, train_part = registry.preset(model, base)
+    model_part, train_part = (dict(values) for values in preset_values(model, base, shape))
     train_fields = {f.name for f in fields(TrainConfig)}
     runtime_fields = {f.name for f in fields(RuntimeConfig)}
     for key, value in overrides.items():

@@ -45,14 +45,15 @@ def test_main_shares_what_is_left_of_a_budget_in_seconds():
 
 def test_the_auto_budget_caps_epochs_on_the_built_in_data_and_nothing_on_the_users():
     assert MainParams().time_budget == workflow_main.AUTO and MainParams().epochs == 0
-    plan = neural_plan(MainParams())  # the built-in data
-    assert [(m, p) for m, p, _ in plan] == list(workflow_main.NEURAL)
-    assert {(m, p): over["epochs"] for m, p, over in plan} == workflow_main.BUILT_IN_EPOCHS
-    assert workflow_main.BUILT_IN_EPOCHS == {("gru4rec", "sample"): 6, ("sasrec", "default"): 10,
-                                            ("bert4rec", "default"): 12}  # what they reached in 420 s on 2 cores
+    plan = neural_plan(MainParams())  # the built-in data: the presets and caps that fit make run's 10 minutes
+    assert [m for m, _, _ in plan] == [m for m, _ in workflow_main.NEURAL]
+    assert {m: (p, over["epochs"]) for m, p, over in plan} == workflow_main.BUILT_IN
+    assert workflow_main.BUILT_IN == {"gru4rec": ("sample", 6), "sasrec": ("default", 10),
+                                      "bert4rec": ("default", 12)}  # what they reached in 420 s on 2 cores
     for users in (MainParams(clicks="clicks.csv"), MainParams(data="data/processed/x"),  # the presets' maxima
                   MainParams(time_budget=420.0), MainParams(time_budget=0.0)):  # a budget given: no caps
         assert all("epochs" not in over for _, _, over in neural_plan(users)), users
+        assert [(m, p) for m, p, _ in neural_plan(users)] == list(workflow_main.NEURAL)  # preset auto
     capped = neural_plan(MainParams(models="pop,sasrec", epochs=7))  # an explicit cap replaces the built-in one
     assert [(m, over["epochs"]) for m, _, over in capped] == [("sasrec", 7)]
     assert workflow_main.budget_seconds(MainParams()) == workflow_main.budget_seconds(MainParams(clicks="c")) == 0
@@ -61,6 +62,7 @@ def test_the_auto_budget_caps_epochs_on_the_built_in_data_and_nothing_on_the_use
 def test_main_says_which_budget_applies_and_why():
     rule = workflow_main.budget_rule
     assert "built-in data" in rule(MainParams()) and "sasrec-default 10" in rule(MainParams())
+    assert "rather than preset auto" in rule(MainParams())
     assert "machine's speed" in rule(MainParams())
     assert rule(MainParams(clicks="c")).startswith("none (time_budget=auto on your data)")
     assert "early stopping" in rule(MainParams(data="d"))
@@ -95,7 +97,7 @@ def _limits(monkeypatch, params: MainParams, clock: list[float]) -> tuple[list[d
     monkeypatch.setattr(workflow_main, "run_neural",
                         lambda model, data, preset, over, nested, seeds: handed.append(over) or model)
     runs = workflow_main.train_neural_models(params, neural_plan(params), "d", {}, started=0.0)
-    assert list(runs) == [f"{m}-{p}" for m, p in workflow_main.NEURAL]
+    assert list(runs) == [f"{m}-{p}" for m, p, _ in neural_plan(params)]
     return handed, payloads
 
 
@@ -113,7 +115,7 @@ def test_a_neural_run_gets_its_share_when_it_starts(monkeypatch):
 def test_the_auto_budget_sets_no_time_limit_whatever_the_clock_says(monkeypatch, params):
     handed, payloads = _limits(monkeypatch, params, [1e6, 2e6, 3e6])  # a very slow machine: the same runs
     assert all("max_seconds" not in over for over in handed)
-    expected = [workflow_main.BUILT_IN_EPOCHS[m, p] if params.built_in else None for m, p in workflow_main.NEURAL]
+    expected = [workflow_main.BUILT_IN[m][1] if params.built_in else None for m, _ in workflow_main.NEURAL]
     assert [over.get("epochs") for over in handed] == expected
     assert [p["overrides"].get("epochs") for p in payloads] == expected  # the cap is part of the reuse key
     assert all(p["time_budget"] == 0 for p in payloads)

@@ -50,7 +50,7 @@ def test_train_without_a_preset_uses_the_models_own(processed, tmp_path, monkeyp
     assert steps.train.main(["--model", "gru4rec", "--data", str(processed), "--preset", ""]) == 0
     assert steps.train.main(["--model", "sasrec", "--data", str(processed)]) == 0
     assert steps.train_gru.main(["--data", str(processed)]) == 0
-    assert seen == [("gru4rec", "small"), ("sasrec", "default"), ("gru4rec", "small")]
+    assert seen == [("gru4rec", "auto"), ("sasrec", "auto"), ("gru4rec", "auto")]
     assert "train_gru4rec: run r" in capsys.readouterr().out  # the step is train_<model>, whichever entry point
 
 
@@ -96,13 +96,15 @@ def test_main_trains_a_sequence_model_left_out_of_all(tmp_path, monkeypatch, cap
 
 
 def test_main_compares_the_registrys_models_in_their_order_with_their_presets():
-    """The README's results depend on these: GRU4Rec ``sample``, SASRec and BERT4Rec ``default``, each under the
-    built-in data's epoch cap."""
+    """GRU4Rec, SASRec and BERT4Rec with ``preset=auto``; the README's results depend on the built-in data's presets
+    and epoch caps: GRU4Rec ``sample``, SASRec and BERT4Rec ``default``."""
     assert workflow_main.NEURAL == registry.main_models() == (
-        ("gru4rec", "sample"), ("sasrec", "default"), ("bert4rec", "default"))
-    assert set(workflow_main.BUILT_IN_EPOCHS) == set(workflow_main.NEURAL)
+        ("gru4rec", "auto"), ("sasrec", "auto"), ("bert4rec", "auto"))
+    assert set(workflow_main.BUILT_IN) == {m for m, _ in workflow_main.NEURAL}
     plan = workflow_main.neural_plan(workflow_main.MainParams(models="meanemb,sasrec,pop"))
-    assert [(m, p) for m, p, _ in plan] == [("sasrec", "default"), ("meanemb", "default")]
+    assert [(m, p) for m, p, _ in plan] == [("sasrec", "default"), ("meanemb", "auto")]
+    plan = workflow_main.neural_plan(workflow_main.MainParams(models="meanemb,sasrec,pop", data="d"))
+    assert [(m, p) for m, p, _ in plan] == [("sasrec", "auto"), ("meanemb", "auto")]
     with pytest.raises(ValueError, match="unknown model"):
         workflow_main.neural_plan(workflow_main.MainParams(models="nope"))
 

@@ -73,6 +73,7 @@ class SyntheticConfig:
     p_follow: float = 0.55  # ... moves along the intent's listing in the session's direction
     new_item_share: float = 0.3  # share of the items released during the period (not there from the start)
     buy_rate: float = 0.055  # share of sessions with a buy
+    length_log_mean: float = 0.65  # session lengths are 1 + floor(lognormal(this, 0.9)): a mean near 3.6
     chunk_sessions: int = 250_000
 
     def resolved_items(self) -> int:
@@ -205,9 +206,9 @@ class _Catalogue:
         return self.row_intent[self.item_rows[lo + (rng.random(len(rows)) * (hi - lo)).astype(np.int64)]]
 
 
-def _session_lengths(size: int, rng: np.random.Generator) -> np.ndarray:
-    """Heavy-tailed lengths: 1 + floor(lognormal) with a mean near 3.6, capped at 200."""
-    return np.minimum(1 + np.floor(rng.lognormal(0.65, 0.9, size=size)), 200).astype(np.int64)
+def _session_lengths(size: int, rng: np.random.Generator, log_mean: float = 0.65) -> np.ndarray:
+    """Heavy-tailed lengths: 1 + floor(lognormal(log_mean, 0.9)), a mean near 3.6 at 0.65, capped at 200."""
+    return np.minimum(1 + np.floor(rng.lognormal(log_mean, 0.9, size=size)), 200).astype(np.int64)
 
 
 def _start_times(size: int, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
@@ -402,7 +403,7 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> t
     with pa.OSFile(str(tmp_clicks), "wb") as fc, pa.OSFile(str(tmp_buys), "wb") as fb:
         while written < cfg.n_clicks:
             size = cfg.chunk_sessions if chunk < n_chunks else max(1_000, cfg.chunk_sessions // 10)
-            lengths = _fit_to_room(_session_lengths(size, rng), cfg.n_clicks - written)
+            lengths = _fit_to_room(_session_lengths(size, rng, cfg.length_log_mean), cfg.n_clicks - written)
             frac_lo, frac_hi = min(chunk / n_chunks, 1.0), min((chunk + 1) / n_chunks, 1.0)
             if frac_lo >= 1.0:  # overflow chunks (rare): squeeze into the last minutes
                 frac_lo, frac_hi = 1.0 - 1e-6, 1.0

@@ -3,7 +3,8 @@
 ``model`` overrides fields of the model's config class, ``train`` fields of ``seqrec.train_config.TrainConfig``.
 Every model has ``tiny`` (seconds, for tests) and ``default`` (YooChoose-size data); ``sample`` is tuned
 on the real YooChoose sample's valid split (see the README); GRU4Rec adds ``small``, ``medium`` and
-``large``. ``PRESET_FOR`` names the preset that ``train`` and ``main`` use for each model. Presets written by
+``large``. ``auto`` (``seqrec.models.auto_preset``) starts from one of these, chosen and resized from the
+dataset's statistics. ``PRESET_FOR`` names the preset that ``train`` and ``main`` use for each model. Presets written by
 ``tune -P write_preset=NAME`` (a study's best setting) are kept as data in ``tuned_presets.json`` beside this
 file and join these; they never replace a preset defined here.
 """
@@ -67,10 +68,10 @@ PRESETS: dict[str, dict[str, dict[str, dict]]] = {
 # the model with. ``main`` trains the models that have one, in this order, and leaves the others out of its
 # ``models=all`` (``main -P models=NAME`` trains any of them with its ``train`` preset).
 PRESET_FOR: dict[str, dict[str, str]] = {
-    "gru4rec": {"train": "small", "main": "sample"},
-    "sasrec": {"train": "default", "main": "default"},
-    "bert4rec": {"train": "default", "main": "default"},
-    "meanemb": {"train": "default"},  # the example of how a model plugs in: not in main's comparison
+    "gru4rec": {"train": "auto", "main": "auto"},
+    "sasrec": {"train": "auto", "main": "auto"},
+    "bert4rec": {"train": "auto", "main": "auto"},
+    "meanemb": {"train": "auto"},  # the example of how a model plugs in: not in main's comparison
 }
 
 TUNED_FILE = Path(__file__).with_name("tuned_presets.json")

@@ -18,6 +18,7 @@ import torch
 
 import seqrec.models
 from seqrec.configs import check_types, resolve_aliases
+from seqrec.models.auto_preset import AUTO
 from seqrec.models.base import SequenceModel
 from seqrec.models.presets import PRESET_FOR, PRESETS
 
@@ -51,22 +52,26 @@ def config_fields(name: str) -> set[str]:
 
 
 def preset(name: str, preset_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(model overrides, training overrides)`` of a preset of model ``name``."""
+    """``(model overrides, training overrides)`` of a named preset of model ``name`` (``auto`` has none of its
+    own: ``seqrec.train_config.preset_values`` sizes it from a dataset)."""
+    if preset_name == AUTO:
+        raise ValueError(f"preset {AUTO} of {name} is sized from a dataset; name one of "
+                         f"{[p for p in preset_names(name) if p != AUTO]}")
     if preset_name not in preset_names(name):
         raise ValueError(f"unknown preset {preset_name!r} for {name}, expected one of {preset_names(name)}")
     return dict(PRESETS[name][preset_name]["model"]), dict(PRESETS[name][preset_name]["train"])
 
 
 def preset_names(name: str) -> list[str]:
-    """The presets of model ``name``, sorted."""
+    """The presets of model ``name``, sorted, with ``auto`` (sized from the dataset)."""
     model_class(name)
-    return sorted(PRESETS.get(name, {}))
+    return sorted([*PRESETS.get(name, {}), AUTO])
 
 
 def default_preset(name: str) -> str:
     """The preset model ``name`` trains with when none is named (``train``, ``train_<model>``)."""
     model_class(name)
-    return PRESET_FOR.get(name, {}).get("train", "default")
+    return PRESET_FOR.get(name, {}).get("train", AUTO)
 
 
 def main_models() -> tuple[tuple[str, str], ...]:

@@ -5,11 +5,11 @@ Names: a run of model ``NAME`` is the step ``train_NAME`` whatever entry point s
 tag, the key ``main`` reuses it by, and the prefix of its printed summary and errors): ``train_gru`` runs are
 ``train_gru4rec`` runs.
 
-Presets are named the same for every model: ``tiny`` (seconds, for tests), ``sample`` (tuned on the
-real YooChoose sample's valid split) and ``default`` (YooChoose-size data); GRU4Rec adds ``small``,
-``medium`` and ``large`` (``seqrec.models.presets``); without one a model trains with its own
-(``registry.default_preset``: GRU4Rec's ``small``, the others' ``default``). Any field of the model's config,
-of ``TrainConfig`` or of ``RuntimeConfig`` can be overridden.
+Presets are named the same for every model: ``auto`` (the default: sized from the dataset's statistics,
+``seqrec.models.auto_preset``, each choice's reason printed and logged as ``preset_auto.json``), ``tiny``
+(seconds, for tests), ``sample`` (tuned on the real YooChoose sample's valid split) and ``default``
+(YooChoose-size data); GRU4Rec adds ``small``, ``medium`` and ``large`` (``seqrec.models.presets``). Any field of
+the model's config, of ``TrainConfig`` or of ``RuntimeConfig`` can be overridden.
 """
 
 from __future__ import annotations
@@ -34,15 +34,17 @@ from seqrec.configs import at_least, check_range
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.devices import resolve_device
 from seqrec.models import registry
+from seqrec.models.auto_preset import AUTO, DataShape
 from seqrec.models.base import SequenceModel
 from seqrec.models.registry import build_model
-from seqrec.train_config import RuntimeConfig, TrainConfig, split_overrides
+from seqrec.train_config import RuntimeConfig, TrainConfig, auto_choice, split_overrides
 from seqrec.trainer import EpochCallback, History, ModelFactory, Trainer
 from seqrec.workflow.plots import curve_figures, log_figure
 from seqrec.workflow.report import SeedResult, log_final_metrics, log_inputs, log_trained_model, seed_summary
 
 Resume = bool | Literal["auto"]
 TAG_SEED_PROCESSES = "seqrec.seed_processes"  # how many seeds of the run trained at once
+TAG_AUTO_BASE = "seqrec.auto_base"  # preset=auto: the named preset it started from
 
 
 def run_neural(model_name: str, data_dir: str, preset: str = "default", overrides: dict | None = None,
@@ -67,8 +69,10 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
     same threads.
     """
     check_range(f"train_{model_name}", "seeds", seeds, at_least(1))
-    model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides or {})  # checked before the data
+    split_overrides(model_name, preset, overrides or {})  # checked before the data is read
     data = ProcessedDataset.load(data_dir)
+    shape = DataShape.of(data) if preset == AUTO else None
+    model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides or {}, shape)
     is_main = distributed.init_distributed(runtime.device)
     try:
         job = _Job(model_name, data_dir, data, preset, model_cfg, train_cfg, runtime, seeds)
@@ -144,6 +148,8 @@ def _train_and_log(job: _Job, run_id: str | None, nested: bool) -> tuple[str, di
                             system_metrics=True) as run:
         if run_id is None:
             tracking.log_params({"data": str(job.data_dir), "preset": job.preset, "seeds": job.seeds, **params_logged})
+        if job.preset == AUTO:
+            _log_auto_choice(job)
         datasets = log_inputs(job.data)
         started = time.perf_counter()
         model, first_history, results = _train_seeds(job, run.info.run_id, resume=run_id is not None)
@@ -152,6 +158,15 @@ def _train_and_log(job: _Job, run_id: str | None, nested: bool) -> tuple[str, di
                                          {"preset": job.preset, "seeds": job.seeds, **params_logged})
         logged = log_final_metrics(model_id, datasets, results, {"wall_seconds": wall})
     return run.info.run_id, {k: v for k, v in logged.items() if k.startswith("test_")}
+
+
+def _log_auto_choice(job: _Job) -> None:
+    """Print and log what ``preset=auto`` chose for this dataset and why (``preset_auto.json``; tag
+    ``seqrec.auto_base``: the named preset it started from)."""
+    choice = auto_choice(job.model_name, DataShape.of(job.data))
+    mlflow.set_tag(TAG_AUTO_BASE, choice.base)
+    mlflow.log_dict(choice.record(), "preset_auto.json")
+    print(f"train_{job.model_name}: {choice.summary()}", flush=True)
 
 
 def seed_processes(job: _Job) -> int:
@@ -401,7 +416,7 @@ def build_parser(model_name: str | None = None) -> argparse.ArgumentParser:
                    choices=[model_name] if model_name else sorted(registry.MODELS), help="the sequence model")
     presets = " | ".join(registry.preset_names(model_name)) if model_name else "tiny | sample | default | ..."
     p.add_argument("--preset", default=registry.default_preset(model_name) if model_name else "",
-                   help=f"{presets} (empty: the model's own, registry.default_preset)")
+                   help=f"{presets} (empty: the model's own, registry.default_preset; auto: sized from the data)")
     p.add_argument("--data", required=True, help="processed dataset directory")
     p.add_argument("--epochs", type=int_arg, default=0, help="maximum epochs (0: the preset's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (empty: auto)")

@@ -41,6 +41,7 @@ from seqrec.configs import RangeError, at_least, check_ranges, ranged
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.evaluation import SELECTION_METRIC
 from seqrec.models import registry
+from seqrec.models.auto_preset import AUTO, DataShape
 from seqrec.models.baselines import BASELINES, make_baseline
 from seqrec.train_config import split_overrides
 from seqrec.trainer import History, Trainer, TrainingDiverged
@@ -67,7 +68,7 @@ class TuneParams:
 
     model: str
     data: str
-    preset: str = "default"  # the neural model's preset the searched parameters override
+    preset: str = "default"  # the neural model's preset the searched parameters override (auto: sized from data)
     epochs: int = ranged(0, at_least(0))  # cap on the epochs of every trial and of the final run (0: the preset's)
     trials: int = ranged(20, at_least(0))  # trials this call adds to the study (0: until ``timeout``)
     timeout: float = ranged(0.0, at_least(0))  # seconds after which no new trial starts (0: none)
@@ -145,7 +146,7 @@ def _final_run(p: TuneParams, study: str, digest: str, setting: dict, best_trial
     key = _final_key(p, digest, setting)
     with _final_lock():
         if p.write_preset:
-            path = tuning.save_preset(p.model, p.write_preset, p.preset, setting)
+            path = tuning.save_preset(p.model, p.write_preset, p.preset, setting, _shape(p))
             mlflow.set_tag("seqrec.written_preset", p.write_preset)
             print(f"tune: wrote preset {p.write_preset!r} of {p.model} to {path}", flush=True)
         done = mlflow.MlflowClient().search_runs(
@@ -212,6 +213,11 @@ def _check_space(model: str, preset: str, fixed: dict, space: dict[str, tuning.D
             check({**fixed, name: value})
 
 
+def _shape(p: TuneParams, data: ProcessedDataset | None = None) -> DataShape | None:
+    """The dataset's shape where ``preset=auto`` needs it (``None`` for a named preset)."""
+    return DataShape.of(data or ProcessedDataset.load(p.data)) if p.preset == AUTO else None
+
+
 @dataclass
 class _Objective:
     """One trial: a nested MLflow run that selects on valid and returns the selection metric."""
@@ -256,7 +262,8 @@ class _Objective:
             tracking.log_metrics_at(val, step=0)
             trial.set_user_attr("best_epoch", 0)
             return val, val[SELECTION_METRIC]
-        model_cfg, train_cfg, runtime = split_overrides(self.p.model, self.p.preset, overrides)
+        model_cfg, train_cfg, runtime = split_overrides(self.p.model, self.p.preset, overrides,
+                                                        _shape(self.p, self.data))
         log_epoch = epoch_logger(f"trial {trial.number} {self.p.model}")
         prune = tuning.pruning_callback(trial, train_cfg.select_metric)
 
