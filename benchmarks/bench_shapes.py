@@ -125,7 +125,8 @@ def table(results: dict[str, dict]) -> str:
         knn, seq = best(cells, KNN), best(cells, SEQUENCE)
         row = [name, f"{stats['items']:,}", f"{stats['train_clicks']:,}", f"{stats['mean_length']:.2f}"]
         for model in (knn, seq):
-            row += [model or "-"] + ([fmt(cells[model], m) for m in METRICS] if model else ["-"] * 3)
+            label = model if model in KNN or not model else f"{model} ({cells[model]['seeds']} seed(s))"
+            row += [label or "-"] + ([fmt(cells[model], m) for m in METRICS] if model else ["-"] * 3)
         if knn and seq:
             verdict = [mean_std(cells[seq], m)[0] >= mean_std(cells[knn], m)[0] for m in METRICS[1:]]
             row.append(", ".join("yes" if v else "no" for v in verdict))

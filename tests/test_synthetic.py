@@ -55,6 +55,13 @@ def test_shape_resembles_yoochoose(generated):
     assert by_hour[19] > 3 * by_hour[3]  # daily rhythm
 
 
+def test_longer_sessions_on_request(tmp_path):
+    """``length_log_mean`` lengthens the sessions (the long-session shape of benchmarks/bench_shapes.py)."""
+    clicks = read_clicks(generate(tmp_path, SyntheticConfig(n_clicks=20_000, seed=7, length_log_mean=1.55))[0])
+    _, lengths = np.unique(clicks.session, return_counts=True)
+    assert 7.0 < lengths.mean() < 10.0 and len(clicks.session) == 20_000
+
+
 def test_repeats_and_returns_occur_at_the_real_rates(larger):
     *_, data = larger
     from seqrec import eda
