@@ -51,7 +51,7 @@ def test_main_tunes_each_sequence_model_before_its_final_run(ready, tmp_path, ca
 
         capsys.readouterr()
         assert steps.main.main(argv) == 0  # the same call again: the study and its final run are reused
-        assert "main: reusing tune_meanemb:default" in capsys.readouterr().out
+        assert "main: reusing tune_meanemb:auto" in capsys.readouterr().out
         again = runs_by_step()
         assert len(again["tune"]) == 1 and len(again["train_meanemb"]) == 1
 
