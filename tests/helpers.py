@@ -50,6 +50,26 @@ def answers_health(uri: str) -> bool:
 # a training driver (``python DRIVER --model ...``) whose process is killed (SIGKILL) once the second seed's first
 # checkpoint is saved: the run's own process when seeds run one after another, the seed's worker when they run
 # at once (spawned workers import the driver, so the patch sits at its top and the training under the main guard)
+# the run's own process killed after its first seed's first checkpoint, the pids of its seed workers written first
+KILLED_PARENT = """
+import os, signal, sys
+import psutil
+from seqrec.checkpoints import Checkpointer
+original = Checkpointer.save
+
+def save(self, state):
+    original(self, state)
+    if self.artifacts is not None and self.artifacts.folder == "checkpoints":
+        workers = [p.pid for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+        open("workers.txt", "w").write(" ".join(map(str, workers)))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+Checkpointer.save = save
+if __name__ == "__main__":
+    from seqrec.train import main
+    sys.exit(main(sys.argv[1:]))
+"""
+
 KILLED_IN_SEED_2 = """
 import os, signal, sys
 from seqrec.checkpoints import Checkpointer

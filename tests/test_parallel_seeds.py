@@ -7,7 +7,7 @@ import pytest
 
 import steps.train
 from seqrec.workflow.neural import TAG_SEED_PROCESSES
-from tests.helpers import KILLED_IN_SEED_2, own_store
+from tests.helpers import KILLED_IN_SEED_2, KILLED_PARENT, own_store
 
 
 def _train(processed, processes: int) -> mlflow.entities.Run:
@@ -67,3 +67,32 @@ def test_a_killed_seed_worker_fails_the_run_clearly_and_resume_finishes_it(proce
     with own_store(tmp_path):
         (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
         assert run.info.status == "FINISHED" and "test_mrr_at_20_seed2" in run.data.metrics
+
+
+def test_seed_workers_end_when_the_runs_process_is_killed(processed, tmp_path):
+    """A killed run leaves no seed worker training on alone (they would write checkpoints nobody resumes)."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(KILLED_PARENT)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'own.db'}"}
+    argv = ["--model", "sasrec", "--data", str(processed), "--preset", "tiny", "--epochs", "500", "--seeds", "2",
+            "--params", "progress=false,threads=1,seed_processes=2,patience=500"]  # the worker has minutes to go
+    with open(tmp_path / "out.txt", "w") as out:  # not a pipe: a worker left alive would hold it open
+        killed = subprocess.run([sys.executable, str(driver), *argv], cwd=tmp_path, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, timeout=300)
+    assert killed.returncode == -9, (tmp_path / "out.txt").read_text()[-2000:]
+    workers = [psutil.Process(int(pid)) for pid in (tmp_path / "workers.txt").read_text().split()
+               if psutil.pid_exists(int(pid))]
+    try:
+        assert (tmp_path / "workers.txt").read_text().split(), "the run had no seed worker"
+        gone, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, f"seed workers {[p.pid for p in alive]} still train after their run's process was killed"
+    finally:
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -250,8 +252,23 @@ def _seed_in_worker(spec: _SeedSpec, seed: int) -> tuple[History, SeedResult]:
 
 
 def _seed_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes started afresh (``spawn``: no copy of this process's threads or open runs)."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    """Worker processes started afresh (``spawn``: no copy of this process's threads or open runs), each ending
+    when this process does."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_end_with_parent, initargs=(os.getpid(),))
+
+
+PR_SET_PDEATHSIG = 1  # Linux prctl option: the signal a process gets when its parent ends
+
+
+def _end_with_parent(parent: int) -> None:
+    """Make a seed worker end when the run's process ends (killed, or crashed) instead of training on alone and
+    writing checkpoints nobody resumes: on Linux the kernel sends it SIGTERM then (``PR_SET_PDEATHSIG``); a
+    parent already gone ends it at once. Elsewhere the pool's shutdown is what ends it."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _replay_curves(on_epoch: EpochCallback, history: History) -> None:
