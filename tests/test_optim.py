@@ -88,7 +88,7 @@ def embedding_gradient(n_rows: int, width: int, nnz: int, generator: torch.Gener
     values = torch.randn(nnz, width, generator=generator) * scale
     if transposed:  # the [nnz, 1] gradient of a width-1 lookup comes with strides (1, nnz)
         values = values.T.contiguous().T
-    return torch.sparse_coo_tensor(rows[None], values, (n_rows, width))
+    return torch.sparse_coo_tensor(rows[None], values, (n_rows, width), check_invariants=True)
 
 
 @pytest.mark.parametrize(("width", "nnz", "dtype"), [(100, 2112, torch.float32), (1, 2080, torch.float32),
