@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from bench_roofline import dataset
+from bench_roofline import dataset, endless_batches
 from torch.optim import Optimizer
 
 from seqrec.data.dataset import ProcessedDataset
@@ -31,7 +31,7 @@ from seqrec.models.base import SequenceModel
 from seqrec.models.registry import build_model
 from seqrec.optim import IndexedAdagradM, make_scheduler
 from seqrec.train_config import TrainConfig, split_overrides
-from seqrec.trainer import batch_loss, make_loader
+from seqrec.trainer import batch_loss
 
 
 class PlainIndexedAdagradM(Optimizer):
@@ -113,19 +113,12 @@ def make_run(preset: str, momentum: float | None, data: ProcessedDataset, plain:
     torch.manual_seed(0)
     popularity = torch.as_tensor(data.popularity).float()
     model = build_model("gru4rec", data.n_items, model_cfg, popularity).train()
-    split = data.split("train_full")
-
-    def endless() -> Iterator[Any]:
-        epoch = 1
-        while True:
-            yield from make_loader(model.loader_spec(), split, train_cfg.batch_size, seed=0, epoch=epoch,
-                                   train=True, popularity=popularity)
-            epoch += 1
-
     opt_class = PlainIndexedAdagradM if plain else IndexedAdagradM
     opt = opt_class(model.parameters(), lr=train_cfg.lr, momentum=train_cfg.momentum)
     # the GRU4Rec presets' schedule is constant: the steps per epoch given to make_scheduler do not matter
-    return Run(model, train_cfg, opt, make_scheduler(opt, train_cfg, 1000), endless(), torch.get_rng_state())
+    return Run(model, train_cfg, opt, make_scheduler(opt, train_cfg, 1000),
+               endless_batches(model, data.split("train_full"), train_cfg.batch_size, popularity),
+               torch.get_rng_state())
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ from _common import generated_clicks, processed, sample_processed
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from seqrec.data.dataset import ProcessedDataset
+from seqrec.data.dataset import ProcessedDataset, SessionSplit
 from seqrec.models.base import SequenceModel
 from seqrec.models.gru4rec import GRU4Rec
 from seqrec.models.registry import build_model
@@ -124,24 +124,27 @@ class Trained:
         self.sched.step()
 
 
+def endless_batches(model: SequenceModel, split: SessionSplit, batch_size: int,
+                    popularity: torch.Tensor) -> Iterator[Any]:
+    """``model``'s training batches of ``split``, epoch after epoch (seed 0), without end."""
+    epoch = 1
+    while True:
+        yield from make_loader(model.loader_spec(), split, batch_size, seed=0, epoch=epoch, train=True,
+                               popularity=popularity)
+        epoch += 1
+
+
 def setup(name: str, preset: str, data: ProcessedDataset) -> Trained:
     model_cfg, train_cfg, _ = split_overrides(name, preset, {})
     torch.manual_seed(0)
     popularity = torch.as_tensor(data.popularity).float()
     model = build_model(name, data.n_items, model_cfg, popularity).train()
     split = data.split("train_full")
-
-    def endless() -> Iterator[Any]:
-        epoch = 1
-        while True:
-            yield from make_loader(model.loader_spec(), split, train_cfg.batch_size, seed=0, epoch=epoch,
-                                   train=True, popularity=popularity)
-            epoch += 1
-
     loader_len = len(make_loader(model.loader_spec(), split, train_cfg.batch_size, seed=0, epoch=1, train=True,
                                  popularity=popularity))
     opt = make_optimizer(model, train_cfg)
-    return Trained(model, train_cfg, opt, make_scheduler(opt, train_cfg, loader_len), endless())
+    return Trained(model, train_cfg, opt, make_scheduler(opt, train_cfg, loader_len),
+                   endless_batches(model, split, train_cfg.batch_size, popularity))
 
 
 def flop_counter_step(run: Trained) -> tuple[int, int]:

@@ -94,8 +94,7 @@ class AutoChoice:
 
     def set(self, name: str, value: Any, why: str) -> None:
         """Set a field of the model's config or of ``TrainConfig`` for ``why``."""
-        (self.model_fields if name in self.model_fields or name not in self.defaults["train"] else
-         self.train_fields)[name] = value
+        (self.train_fields if name in self.defaults["train"] else self.model_fields)[name] = value
         self.reasons[name] = why
 
     def get(self, name: str) -> Any:

@@ -71,10 +71,10 @@ def run_neural(model_name: str, data_dir: str, preset: str = "default", override
     same threads.
     """
     check_range(f"train_{model_name}", "seeds", seeds, at_least(1))
-    split_overrides(model_name, preset, overrides or {})  # checked before the data is read
+    model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides or {})  # checked before the data
     data = ProcessedDataset.load(data_dir)
-    shape = DataShape.of(data) if preset == AUTO else None
-    model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides or {}, shape)
+    if preset == AUTO:  # sized from the data, now that it is read
+        model_cfg, train_cfg, runtime = split_overrides(model_name, preset, overrides or {}, DataShape.of(data))
     is_main = distributed.init_distributed(runtime.device)
     try:
         job = _Job(model_name, data_dir, data, preset, model_cfg, train_cfg, runtime, seeds)
