@@ -272,3 +272,21 @@ def test_mlproject_has_tune_and_seeds_on_every_training_entry_point():
         assert entry_points[name]["parameters"]["seeds"]["default"] == 1
         assert "--seeds {seeds}" in entry_points[name]["command"]
     assert not (ROOT / "benchmarks" / "tune.py").exists()
+
+
+def test_a_setting_tuned_from_preset_auto_is_written_as_auto_sized_it_for_the_study_data(env):
+    """``tune -P preset=auto -P write_preset=NAME``: the preset written is auto's choice for that dataset (not the
+    model's ``default``) with the study's best values on top."""
+    from seqrec.models.auto_preset import DataShape
+    from seqrec.train_config import auto_choice
+
+    shape = DataShape(items=900, clicks=6_000, sessions=1_500, p99_length=15)  # small: auto narrows SASRec
+    try:
+        tuning.save_preset("sasrec", "tuned-auto-test", "auto", {"lr": 0.004, "threads": 1}, shape)
+        stored = json.loads((env / "tuned_presets.json").read_text())["sasrec"]["tuned-auto-test"]
+        choice = auto_choice("sasrec", shape)
+        assert stored["model"]["hidden"] == choice.model_fields["hidden"] == 64
+        assert stored["train"]["batch_size"] == choice.train_fields["batch_size"] and stored["train"]["lr"] == 0.004
+        assert "threads" not in stored["train"]
+    finally:
+        presets.PRESETS["sasrec"].pop("tuned-auto-test", None)
