@@ -171,7 +171,7 @@ def evaluate(
     ranked = _rank_split(model, split, n_items, max_len, batch_size, progress, desc)
     if module is not None and was_training:
         module.train()
-    metrics = _metrics(ranked.ranks)
+    metrics = rank_metrics(ranked.ranks)
     metrics.update(_coverage_and_popularity(ranked.recommended, n_items, popularity))
     metrics["tied_predictions"] = float(ranked.tied.sum())
     metrics["predictions"] = float(len(ranked.ranks))
@@ -224,14 +224,14 @@ def _by_length(ranks: np.ndarray, prefix_len: np.ndarray) -> dict[str, dict[str,
     for lo, hi in LENGTH_BUCKETS:
         mask = (prefix_len >= lo) & (prefix_len <= (hi or np.iinfo(np.int64).max))
         if mask.any():
-            m = _metrics(ranks[mask], ks=(20,))
+            m = rank_metrics(ranks[mask], ks=(20,))
             by_length[_bucket_name(lo, hi)] = {
                 "recall_at_20": m["recall_at_20"], "mrr_at_20": m["mrr_at_20"], "predictions": int(mask.sum())
             }
     return by_length
 
 
-def _metrics(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
+def rank_metrics(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
     out: dict[str, float] = {}
     for k in ks:
         hit = ranks <= k

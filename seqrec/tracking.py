@@ -37,6 +37,7 @@ from seqrec.version import code_version
 EXPERIMENT = "seqrec"
 TAG_MODEL = "seqrec.model"
 TAG_PRESET = "seqrec.preset"
+TAG_FUSED = "seqrec.fused"  # a sequence model fused with this session-kNN model (TrainConfig.fuse)
 TAG_DATASET = "seqrec.dataset"
 TAG_DIGEST = "seqrec.data_digest"
 TAG_STEP = "seqrec.step"

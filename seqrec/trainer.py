@@ -36,6 +36,7 @@ from seqrec.data.loader import SequenceLoader
 from seqrec.data.session_parallel import NegativeSampler, SessionParallelBatches, session_order
 from seqrec.devices import resolve_device
 from seqrec.evaluation import EvalResult, evaluate
+from seqrec.fusion import Fused, choose_weight, fitted_knn
 from seqrec.models.base import LoaderSpec, SequenceModel, SessionParallel, Windows
 from seqrec.optim import clip_gradients, make_optimizer, make_scheduler
 from seqrec.progress import progress_bar, show
@@ -91,9 +92,16 @@ class History:
     refit: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_value: float = -math.inf
+    # TrainConfig.fuse: the kNN share chosen on valid ("weight"), every share's selection metric ("values") and
+    # the fused model's valid record at that share ("valid")
+    fusion: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def selected(self) -> dict:
+        """The validation record of the selected model: the fused one's if fused, else the best epoch's."""
+        return self.fusion["valid"] if self.fusion else self.select[self.best_epoch - 1]
 
 
 EpochCallback = Callable[[str, int, dict], None]
@@ -210,7 +218,8 @@ class Trainer:
             count += 1
         return total / max(count, 1)
 
-    def _evaluate(self, model: SequenceModel, split: SessionSplit, desc: str, popularity: torch.Tensor) -> EvalResult:
+    def _evaluate(self, model: SequenceModel | Fused, split: SessionSplit, desc: str,
+                  popularity: torch.Tensor) -> EvalResult:
         """``split``'s metrics; ``popularity`` (of the phase's training split) ranks the recommended items'
         popularity percentile."""
         return evaluate(model, split, self.data.n_items, model.config.max_len, self.runtime.eval_batch_size,
@@ -269,11 +278,13 @@ class Trainer:
             phase.averaged.load_state_dict(state["averaged"])
         return phase, state["epoch"] + 1, state.get("best_state")
 
-    def run(self, resume: bool = False) -> tuple[SequenceModel, History, EvalResult | None]:
-        """Select the epoch count on valid, refit on train_full, evaluate test; returns the final model."""
+    def run(self, resume: bool = False) -> tuple[SequenceModel | Fused, History, EvalResult | None]:
+        """Select the epoch count on valid, refit on train_full, evaluate test; returns the final model (fused
+        with its kNN model, fitted on the same split, when ``fuse`` is set)."""
         phase, start, best_state = self._restore(resume)
         if phase.name == "select":
             best_state = self._select(phase, start, best_state)
+            self._choose_fusion(phase, best_state)
             start = 1
             if self.cfg.refit:
                 phase = self._fresh("refit")
@@ -281,16 +292,45 @@ class Trainer:
             phase.scored.load_state_dict(best_state)
         else:
             self._refit(phase, start)
-        model = phase.scored
-        test = self._evaluate(model, self.data.split("test"), "test", phase.popularity) if self.is_main else None
-        return model, self.history, test
+        model: SequenceModel | Fused = phase.scored
+        if not self.is_main:
+            return model, self.history, None
+        test_split = self.data.split("test")
+        if self.cfg.fuse:  # the network alone is tested too, to show what the fusion adds
+            alone = self._evaluate(model, test_split, "test (network alone)", phase.popularity)
+            self.history.fusion["network_test"] = {k: v for k, v in alone.prefixed("test").items()
+                                                   if k.startswith(("test_recall", "test_mrr"))}
+            model = Fused(phase.scored, fitted_knn(self.cfg.fuse, phase.split, self.data.n_items),
+                          self.history.fusion["weight"])
+        return model, self.history, self._evaluate(model, test_split, "test", phase.popularity)
 
     def select(self) -> History:
-        """The selection phase alone (train_tr, valid after every epoch, early stop), from scratch: what a
-        tuning trial needs; nothing is refitted nor tested."""
+        """The selection phase alone (train_tr, valid after every epoch, early stop, the fusion weight), from
+        scratch: what a tuning trial needs; nothing is refitted nor tested."""
         phase, start, best_state = self._restore(False)
-        self._select(phase, start, best_state)
+        best_state = self._select(phase, start, best_state)
+        self._choose_fusion(phase, best_state)
         return self.history
+
+    def _choose_fusion(self, phase: Phase, best_state: dict | None) -> None:
+        """With ``fuse``, on rank 0: the kNN share that fuses best with the selected network on valid, the kNN
+        model fitted on train_tr like the network (``seqrec.fusion``), kept in the history with the fused
+        model's valid record."""
+        if not self.cfg.fuse or not self.is_main or best_state is None:
+            return
+        phase.scored.load_state_dict(best_state)
+        network, valid = phase.scored, self.data.split("valid")
+        knn = fitted_knn(self.cfg.fuse, phase.split, self.data.n_items)
+        choice = choose_weight(network, knn, valid, self.data.n_items, network.config.max_len,
+                               self.cfg.select_metric.removeprefix("val_"), self.runtime.progress)
+        fused = Fused(network, knn, choice.weight)
+        valid_record = self._evaluate(fused, valid, "valid fused", phase.popularity).prefixed("val")
+        self.history.fusion = {"knn": self.cfg.fuse, "weight": choice.weight,
+                               "values": {str(w): v for w, v in choice.values.items()}, "valid": valid_record}
+        self.history.best_value = valid_record[self.cfg.select_metric]
+        print(f"fused with {self.cfg.fuse}: its share {choice.weight:.2f} chosen on valid ({self.cfg.select_metric} "
+              f"{self.history.select[self.history.best_epoch - 1][self.cfg.select_metric]:.4f} alone, "
+              f"{self.history.best_value:.4f} fused)", flush=True)
 
     def _select(self, phase: Phase, start: int, best_state: dict | None) -> dict | None:
         """Train and validate epoch by epoch until patience runs out; the best weights."""

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from seqrec.configs import RangeError
+from seqrec.fusion import FUSIBLE
 from seqrec.workflow.cli import int_arg, run_step
 from seqrec.workflow.main import AUTO, MainParams, register_summary, run_main
 from steps.preprocess import parse_args as parse_preprocess_args
@@ -35,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> MainParams:
                    help="repeat each training run's protocol with N seeds; the comparison shows mean +- std")
     p.add_argument("--tune", type=int_arg, default=0,
                    help="give each sequence model an N-trial Optuna study on valid before its final run (0: none)")
+    p.add_argument("--fuse", default="",
+                   help=f"fuse each sequence model with this session-kNN model ({', '.join(FUSIBLE)}), its share "
+                        "chosen on valid (empty: none)")
     a, rest = p.parse_known_args(argv)
     if a.help:
         p.print_help()
@@ -46,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> MainParams:
         raise RangeError("main", exc.problem) from None
     return MainParams(clicks=pre.clicks, buys=pre.buys, fraction=pre.config.fraction,
                       synthetic_clicks=pre.synthetic_clicks, seed=pre.seed, epochs=a.epochs, models=a.models,
-                      time_budget=a.time_budget, seeds=a.seeds, tune=a.tune, data=a.data, preprocess=pre)
+                      time_budget=a.time_budget, seeds=a.seeds, tune=a.tune, fuse=a.fuse, data=a.data,
+                      preprocess=pre)
 
 
 def main(argv: list[str] | None = None) -> int:

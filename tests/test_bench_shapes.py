@@ -43,7 +43,34 @@ def test_the_best_of_each_family_is_chosen_on_valid_and_compared_on_test(bench):
     stats = {"items": 900, "train_clicks": 15_000, "mean_length": 3.9}
     row = bench.table({"s": {"stats": stats, "cells": cells}}).splitlines()[-1]
     assert "| vstan | 0.3600 | 0.7000 | 0.3700 | sasrec (3 seed(s)) | 0.3800 ± 0.0100 | 0.7200 ± 0.0100 |" in row
-    assert row.endswith("| yes, no |")  # Recall@20 0.72 >= 0.70; MRR@20 0.36 < 0.37
+    assert row.endswith("| - | - | - | - | sasrec: yes, no |")  # no fused cell; Recall@20 0.72 >= 0.70, MRR@20 < 0.37
+
+
+def test_a_fused_cell_is_its_own_family_and_the_verdict_takes_the_better_neural_one_on_valid(bench):
+    cells = {
+        "vstan": {"best_val_mrr_at_20": 0.36, "test_recall_at_20": 0.70, "test_mrr_at_20": 0.37, "seeds": 1},
+        "gru4rec": _seeds({"best_val_mrr_at_20": [0.37, 0.37], "test_recall_at_20": [0.69, 0.69],
+                           "test_mrr_at_20": [0.38, 0.38]}),
+        "gru4rec+vstan": _seeds({"best_val_mrr_at_20": [0.39, 0.39], "test_recall_at_20": [0.72, 0.72],
+                                 "test_mrr_at_20": [0.36, 0.36]}),
+    }
+    assert bench.fused(cells) == ("gru4rec+vstan",)
+    assert bench.best(cells, bench.SEQUENCE) == "gru4rec"
+    stats = {"items": 900, "train_clicks": 15_000, "mean_length": 3.9}
+    row = bench.table({"s": {"stats": stats, "cells": cells}}).splitlines()[-1]
+    assert "| gru4rec (2 seed(s)) | 0.3700 | 0.6900 | 0.3800 | gru4rec+vstan (2 seed(s)) | 0.3900 |" in row
+    assert row.endswith("| gru4rec+vstan: yes, no |")  # chosen by valid, not by its better test MRR@20
+
+
+def test_a_fused_cell_trains_the_network_with_fuse(bench, monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr("seqrec.workflow.neural.run_neural",
+                        lambda model, data, preset, overrides, seeds: seen.append((model, preset, overrides)) or
+                        ("run", {}))
+    monkeypatch.setattr("mlflow.MlflowClient.get_run", lambda self, run_id: type(
+        "Run", (), {"data": type("Data", (), {"metrics": {"test_recall_at_20": 0.5}})})())
+    cell = bench.run_cell(tmp_path, "sasrec+stan", seeds=3)
+    assert seen == [("sasrec", "auto", {"progress": False, "fuse": "stan"})] and cell["test_recall_at_20"] == 0.5
 
 
 def test_every_shape_is_named_and_an_unknown_one_is_refused(bench, monkeypatch, capsys):

@@ -29,6 +29,7 @@ from pydantic import AfterValidator, BaseModel, Field, StrictFloat, StrictInt, S
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from seqrec.fusion import Fused
 from seqrec.serving.recommender import MAX_K, ServedModel, predicts_baskets
 
 MAX_SESSIONS = 1_000
@@ -158,6 +159,8 @@ def describe(model_uri: str, recommender: ServedModel) -> dict:
     exported model (a directory with ``seqrec-metadata.json``) what was recorded at export, with no server."""
     meta: dict = {"model_uri": model_uri, "n_items": recommender.n_items, "max_len": recommender.max_len,
                   "scorer": type(recommender.scorer).__name__}
+    if isinstance(recommender.scorer, Fused):
+        meta.update(fused_with=recommender.scorer.knn.name, fusion_weight=recommender.scorer.weight)
     exported = Path(model_uri, METADATA_FILE)
     if exported.is_file():
         return {**json.loads(exported.read_text()), **meta}

@@ -2,9 +2,10 @@
 
 The directory holds ``recommender.json`` (which model, its config, the catalogue size and
 ``max_len``), ``weights.pt`` (a neural model's ``state_dict``, read with ``weights_only=True``) or
-``state.npz`` (a baseline's arrays, read without pickle), ``raw_ids.npy`` (dense id -> raw item id)
-and ``popularity.npy``. Loading rebuilds the model from its class and config, so a saved model
-never depends on how a Python object was pickled.
+``state.npz`` (a baseline's arrays, read without pickle) or both (a network fused with a session-kNN
+model, ``seqrec.fusion``: the config also names the kNN model, its config and its share),
+``raw_ids.npy`` (dense id -> raw item id) and ``popularity.npy``. Loading rebuilds the model from its
+class and config, so a saved model never depends on how a Python object was pickled.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqrec.fusion import Fused
 from seqrec.serving.recommender import Recommender, ServedModel
 
 FORMAT = 1
@@ -31,14 +33,18 @@ def save_recommender(recommender: ServedModel, directory: str | Path) -> Path:
         return save_basket(recommender, directory)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    scorer = recommender.scorer
+    scorer, fusion = recommender.scorer, {}
+    if isinstance(scorer, Fused):
+        fusion = {"fused_with": scorer.knn.name, "knn_config": asdict(scorer.knn.config), "weight": scorer.weight}
+        np.savez(directory / "state.npz", **scorer.knn.state_dict())
+        scorer = scorer.network
     if isinstance(scorer, torch.nn.Module):
-        kind, name = "neural", scorer.model_type
+        kind, name = "fused" if fusion else "neural", scorer.model_type
         torch.save({k: v.detach().cpu() for k, v in scorer.state_dict().items()}, directory / "weights.pt")
     else:
         kind, name = "baseline", scorer.name
         np.savez(directory / "state.npz", **scorer.state_dict())
-    config = {"format": FORMAT, "kind": kind, "model": name, "config": asdict(scorer.config),
+    config = {"format": FORMAT, "kind": kind, "model": name, "config": asdict(scorer.config), **fusion,
               "n_items": recommender.n_items, "max_len": recommender.max_len}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     np.save(directory / "raw_ids.npy", np.asarray([str(x) for x in recommender.raw_ids], dtype=np.str_))
@@ -47,14 +53,18 @@ def save_recommender(recommender: ServedModel, directory: str | Path) -> Path:
 
 
 def _build_scorer(config: dict, directory: Path):
-    if config["kind"] == "neural":
+    from seqrec.models.baselines import make_baseline
+
+    if config["kind"] in ("neural", "fused"):
         from seqrec.models.registry import build_model
 
         model = build_model(config["model"], config["n_items"], config["config"])
         model.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu", weights_only=True))
-        return model.eval()
-    from seqrec.models.baselines import make_baseline
-
+        if config["kind"] == "neural":
+            return model.eval()
+        with np.load(directory / "state.npz", allow_pickle=False) as state:
+            knn = make_baseline(config["fused_with"], **config["knn_config"]).load_state_dict(dict(state))
+        return Fused(model, knn, config["weight"]).eval()
     with np.load(directory / "state.npz", allow_pickle=False) as state:
         return make_baseline(config["model"], **config["config"]).load_state_dict(dict(state))
 

@@ -29,9 +29,10 @@ from pathlib import Path
 import mlflow
 
 from seqrec import tracking
-from seqrec.configs import RangeError, at_least, check_range, check_ranges, ranged
+from seqrec.configs import RangeError, at_least, check_range, check_ranges, one_of, ranged
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.preprocess import digest_on_disk, file_digest
+from seqrec.fusion import FUSIBLE
 from seqrec.models import registry
 from seqrec.models.baselines import BASELINES
 from seqrec.significance import RESAMPLES, compare_ranks
@@ -83,6 +84,8 @@ class MainParams:
     seeds: int = ranged(1, at_least(1))  # each training run repeats its protocol with this many seeds
     # trials of an Optuna study on valid per sequence model before its final run (the ``tune`` step; 0: none)
     tune: int = ranged(0, at_least(0))
+    # a session-kNN model every sequence model is fused with (``seqrec.fusion``, its share chosen on valid; "": none)
+    fuse: str = ranged("", one_of("", *FUSIBLE))
     neural_overrides: dict = field(default_factory=dict)
     data: str = ""  # a processed dataset directory: no preprocess step
     preprocess: PreprocessParams = field(default_factory=PreprocessParams)
@@ -268,6 +271,8 @@ def neural_plan(params: MainParams) -> list[tuple[str, str, dict]]:
         if model not in wanted:
             continue
         overrides = dict(params.neural_overrides)
+        if params.fuse:
+            overrides["fuse"] = params.fuse
         if model in built_in:
             preset = built_in[model][0]
         if params.epochs:
@@ -424,16 +429,17 @@ def log_comparison(rows: list[dict], decision: dict) -> None:
 
 
 def comparison_rows(run_ids: list[str]) -> list[dict]:
-    """One row per training run: model, preset, seeds, the selection metric, test metrics (means over the
-    seeds, with their standard deviations where a run had several), train time and parameter count; best
-    selection metric first (the order ``register`` uses, never a test metric)."""
+    """One row per training run: model (``sasrec+vstan`` when fused), preset, seeds, the selection metric, test
+    metrics (means over the seeds, with their standard deviations where a run had several), train time and parameter
+    count; best selection metric first (the order ``register`` uses, never a test metric)."""
     rows = []
     for run_id in run_ids:
         run = mlflow.get_run(run_id)
         m, tags = run.data.metrics, run.data.tags
         if "test_recall_at_20" not in m or not tags.get(tracking.TAG_STEP, "").startswith("train_"):
             continue
-        rows.append({"model": tags.get(tracking.TAG_MODEL, ""), "preset": tags.get(tracking.TAG_PRESET, ""),
+        fused = f"+{tags[tracking.TAG_FUSED]}" if tracking.TAG_FUSED in tags else ""
+        rows.append({"model": tags.get(tracking.TAG_MODEL, "") + fused, "preset": tags.get(tracking.TAG_PRESET, ""),
                      "run_id": run_id, "seeds": int(float(run.data.params.get("seeds", 1))),
                      **{k: m.get(k, float("nan")) for k in (*METRIC_COLUMNS, *EXTRA_COLUMNS)},
                      **{f"{k}_std": m.get(f"{k}_std", float("nan")) for k in METRIC_COLUMNS}})

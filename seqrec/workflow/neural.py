@@ -35,6 +35,7 @@ from seqrec.checkpoints import CHECKPOINT_ROOT, Checkpointer, RunArtifacts, run_
 from seqrec.configs import at_least, check_range
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.devices import resolve_device
+from seqrec.fusion import Fused
 from seqrec.models import registry
 from seqrec.models.auto_preset import AUTO, DataShape
 from seqrec.models.base import SequenceModel
@@ -108,6 +109,11 @@ class _Job:
     runtime: RuntimeConfig
     seeds: int
 
+    @property
+    def label(self) -> str:
+        """The model's name as runs and titles show it: ``sasrec``, or ``sasrec+vstan`` when fused."""
+        return self.model_name + (f"+{self.train_cfg.fuse}" if self.train_cfg.fuse else "")
+
     def seed_cfg(self, seed: int) -> TrainConfig:
         """The training settings of the ``seed``-th seed (0-based): the training seed plus ``seed``."""
         return replace(self.train_cfg, seed=self.train_cfg.seed + seed)
@@ -144,9 +150,10 @@ def _train_and_log(job: _Job, run_id: str | None, nested: bool) -> tuple[str, di
     # runtime switches are logged with the training settings, but a run resumes under other ones
     params_logged = {**params, **{f"train.{k}": v for k, v in asdict(job.runtime).items() if k != "progress"}}
     tags = {tracking.TAG_MODEL: job.model_name, tracking.TAG_PRESET: job.preset,
+            **({tracking.TAG_FUSED: job.train_cfg.fuse} if job.train_cfg.fuse else {}),
             **tracking.dataset_tags(job.data.stats)}
     with tracking.start_run(f"train_{job.model_name}", tags={**tags, tracking.TAG_CHECKPOINT_KEY: job.key(0)},
-                            nested=nested, run_id=run_id, run_name=f"{job.model_name}-{job.preset}-{job.data.name}",
+                            nested=nested, run_id=run_id, run_name=f"{job.label}-{job.preset}-{job.data.name}",
                             system_metrics=True) as run:
         if run_id is None:
             tracking.log_params({"data": str(job.data_dir), "preset": job.preset, "seeds": job.seeds, **params_logged})
@@ -156,7 +163,7 @@ def _train_and_log(job: _Job, run_id: str | None, nested: bool) -> tuple[str, di
         started = time.perf_counter()
         model, first_history, results = _train_seeds(job, run.info.run_id, resume=run_id is not None)
         wall = time.perf_counter() - started
-        model_id = _log_model_and_curves(model, first_history, job.data, f"{job.model_name} ({job.preset})", tags,
+        model_id = _log_model_and_curves(model, first_history, job.data, f"{job.label} ({job.preset})", tags,
                                          {"preset": job.preset, "seeds": job.seeds, **params_logged})
         logged = log_final_metrics(model_id, datasets, results, {"wall_seconds": wall})
     return run.info.run_id, {k: v for k, v in logged.items() if k.startswith("test_")}
@@ -181,7 +188,7 @@ def seed_processes(job: _Job) -> int:
     return max(1, min(job.seeds, len(os.sched_getaffinity(0)) // max(1, job.runtime.threads)))
 
 
-def _train_seeds(job: _Job, run_id: str, resume: bool) -> tuple[SequenceModel, History, list[SeedResult]]:
+def _train_seeds(job: _Job, run_id: str, resume: bool) -> tuple[SequenceModel | Fused, History, list[SeedResult]]:
     """Every seed of the run: the first in this process (its curves logged live, its model kept), the others in
     a pool of worker processes meanwhile (their curves logged when they end). The cores are shared evenly."""
     processes = seed_processes(job)
@@ -213,14 +220,14 @@ def _train_seeds(job: _Job, run_id: str, resume: bool) -> tuple[SequenceModel, H
 
 
 def _train_seed(job: _Job, seed: int, run_id: str, resume: bool,
-                on_epoch: EpochCallback) -> tuple[SequenceModel, History, SeedResult]:
+                on_epoch: EpochCallback) -> tuple[SequenceModel | Fused, History, SeedResult]:
     """The ``seed``-th seed's select-then-refit protocol with its checkpoints in run ``run_id``."""
     checkpointer = _run_checkpointer(job, seed, run_id, resume=resume)
     trainer = Trainer(model_factory(job.model_name, job.data, job.model_cfg), job.data, job.seed_cfg(seed),
                       checkpointer, on_epoch, job.runtime)
     model, history, test = trainer.run(resume=resume)
     assert test is not None  # rank 0 evaluates
-    best_val = {k: v for k, v in _best(history).items() if k.startswith("val_")}
+    best_val = {k: v for k, v in history.selected().items() if k.startswith("val_")}
     return model, history, SeedResult(best_val, test, _summary(model, history))
 
 
@@ -363,11 +370,7 @@ def epoch_printer(model_name: str, suffix: str = "") -> EpochCallback:
     return on_epoch
 
 
-def _best(history: History) -> dict:
-    return history.select[history.best_epoch - 1]
-
-
-def _log_model_and_curves(model: SequenceModel, history: History, data: ProcessedDataset, title: str,
+def _log_model_and_curves(model: SequenceModel | Fused, history: History, data: ProcessedDataset, title: str,
                           tags: dict[str, str], params: dict) -> str:
     """Log the loss and metric curves, the history and the model (as the run's LoggedModel); its id."""
     for name, fig in curve_figures(history, title).items():
@@ -376,12 +379,17 @@ def _log_model_and_curves(model: SequenceModel, history: History, data: Processe
     return log_trained_model(model.cpu().eval(), data, model.config.max_len, tags, params=params)
 
 
-def _summary(model: SequenceModel, history: History) -> dict[str, float]:
-    """Training time, selected epoch and model size of one seed, logged with the final metrics."""
+def _summary(model: SequenceModel | Fused, history: History) -> dict[str, float]:
+    """Training time, selected epoch and model size of one seed (and a fused model's kNN share), logged with the
+    final metrics."""
     train_seconds = sum(r["epoch_seconds"] for r in history.select) + \
         sum(r["refit_epoch_seconds"] for r in history.refit)
-    return {"train_seconds": train_seconds, "best_epoch": history.best_epoch,
-            "n_parameters": sum(p.numel() for p in model.parameters())}
+    summary = {"train_seconds": train_seconds, "best_epoch": history.best_epoch,
+               "n_parameters": sum(p.numel() for p in model.parameters())}
+    if isinstance(model, Fused):
+        summary.update(n_parameters=model.n_parameters, fusion_weight=model.weight,
+                       **{f"network_{k}": v for k, v in history.fusion["network_test"].items()})
+    return summary
 
 
 def _train_quietly(job: _Job, resume: bool) -> None:

@@ -116,8 +116,9 @@ def describe(model: LoggedModel) -> str:
     """One paragraph on a model version: which model, preset and dataset, and its metrics."""
     tags = model.tags
     metrics = ", ".join(f"{k} {metric_of(model, k):.4f}" for k in SHOWN_METRICS)
-    return (f"{tags.get(tracking.TAG_MODEL, '?')} (preset {tags.get(tracking.TAG_PRESET, '?')}) trained on dataset "
-            f"{tags.get(tracking.TAG_DATASET, '?')} (digest {tags.get(tracking.TAG_DIGEST, '?')}) in run "
+    fused = f" fused with {tags[tracking.TAG_FUSED]}" if tracking.TAG_FUSED in tags else ""
+    return (f"{tags.get(tracking.TAG_MODEL, '?')}{fused} (preset {tags.get(tracking.TAG_PRESET, '?')}) trained on "
+            f"dataset {tags.get(tracking.TAG_DATASET, '?')} (digest {tags.get(tracking.TAG_DIGEST, '?')}) in run "
             f"{model.source_run_id}: {metrics}.")
 
 

@@ -278,7 +278,7 @@ class _Objective:
         trial.set_user_attr("best_epoch", history.best_epoch)
         tracking.log_metrics_at({"best_epoch": history.best_epoch,
                                  "train_seconds": sum(r["epoch_seconds"] for r in history.select)})
-        return history.select[history.best_epoch - 1], history.best_value
+        return history.selected(), history.best_value
 
 
 def _log_study(study: optuna.Study, parent_id: str) -> dict[str, int]:
