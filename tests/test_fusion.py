@@ -24,7 +24,7 @@ from seqrec.models.sasrec import SASRec
 from seqrec.serving.artifacts import load_recommender
 from seqrec.train_config import split_overrides
 from seqrec.trainer import Trainer
-from seqrec.workflow.main import MainParams, neural_plan
+from seqrec.workflow.main import MainParams, comparison_rows, neural_plan
 from tests.helpers import own_store
 
 
@@ -110,6 +110,8 @@ def test_train_with_fuse_chooses_on_valid_logs_both_and_saves_a_model_that_score
         assert metrics["best_val_mrr_at_20"] >= network_best
         assert metrics["best_val_mrr_at_20"] == pytest.approx(history["fusion"]["values"][str(weight)], abs=1e-9)
         assert {"network_test_recall_at_20", "network_test_mrr_at_20"} <= set(metrics)
+        assert run.info.run_name.startswith("gru4rec+vstan-tiny-")
+        assert comparison_rows([run.info.run_id])[0]["model"] == "gru4rec+vstan"  # main's comparison table
         folder = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model")
         recommender = load_recommender(Path(folder) / "artifacts" / "recommender")
         assert isinstance(recommender.scorer, Fused)

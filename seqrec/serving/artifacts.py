@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,8 @@ def save_recommender(recommender: ServedModel, directory: str | Path) -> Path:
     scorer, fusion = recommender.scorer, {}
     if isinstance(scorer, Fused):
         fusion = {"fused_with": scorer.knn.name, "knn_config": asdict(scorer.knn.config), "weight": scorer.weight}
-        np.savez(directory / "state.npz", **scorer.knn.state_dict())
+        knn_state: dict[str, Any] = scorer.knn.state_dict()  # arrays, saved as the baselines' are
+        np.savez(directory / "state.npz", **knn_state)
         scorer = scorer.network
     if isinstance(scorer, torch.nn.Module):
         kind, name = "fused" if fusion else "neural", scorer.model_type
