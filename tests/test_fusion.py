@@ -14,6 +14,7 @@ import pytest
 import torch
 from test_serving import call, free_port, wait_until_up
 
+import steps.evaluate
 import steps.main
 import steps.train
 from seqrec.checkpoints import Checkpointer
@@ -150,11 +151,15 @@ def test_main_fuses_every_sequence_model_and_refuses_an_unknown_knn_before_any_w
     assert "fuse='itemknn'" in err and "vstan" in err
 
 
-def test_the_http_service_answers_with_a_fused_model(processed, tmp_path, monkeypatch):
+def test_the_fused_model_is_evaluated_and_served_over_http(processed, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     from seqrec.workflow.neural import run_neural
 
-    run_id, _ = run_neural("sasrec", str(processed), "tiny", {"epochs": 1, "progress": False, "fuse": "sknn"})
+    run_id, metrics = run_neural("sasrec", str(processed), "tiny", {"epochs": 1, "progress": False, "fuse": "sknn"})
+    # the evaluate entry point on the logged model gives the run's own test figures
+    assert steps.evaluate.main(["--data", str(processed), "--model-uri", f"runs:/{run_id}/model"]) == 0
+    assert f"test Recall@20 {metrics['test_recall_at_20']:.4f}, MRR@20 {metrics['test_mrr_at_20']:.4f}" in \
+        capsys.readouterr().out
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", "from seqrec.serving.api import main; main()",
                              "--model-uri", f"runs:/{run_id}/model", "--port", str(port)],
