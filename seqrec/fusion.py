@@ -102,10 +102,11 @@ class WeightChoice:
 
 @torch.no_grad()
 def choose_weight(network: SequenceModel, knn: Baseline, split: SessionSplit, n_items: int, max_len: int,
-                  metric: str, progress: bool = True) -> WeightChoice:
+                  metric: str, batch_size: int = 512, progress: bool = True) -> WeightChoice:
     """The weight of ``WEIGHTS`` with the best ``metric`` (a ``rank_metrics`` name, e.g. ``mrr_at_20``) on
-    ``split``, the smaller weight on a tie: one pass over the split's predictions, both models scoring each
-    batch once, every weight ranked from those scores (memory bounded by ``SCORE_BUDGET``)."""
+    ``split``, the smaller weight on a tie: one pass over the split's predictions in batches of at most
+    ``batch_size`` prefixes, both models scoring each batch once, every weight ranked from those scores (memory
+    bounded by ``SCORE_BUDGET``)."""
     was_training = network.training
     network.eval()
     items = np.asarray(split.items, dtype=np.int64)
@@ -113,7 +114,8 @@ def choose_weight(network: SequenceModel, knn: Baseline, split: SessionSplit, n_
     if len(targets) == 0:
         raise ValueError("the split has no predictions (every session has a single click)")
     ranks = {w: np.empty(len(targets), dtype=np.int64) for w in WEIGHTS}
-    step = max(1, SCORE_BUDGET // (4 * (n_items + 1)))  # the two distributions, a mixture and its comparison
+    # the two distributions, a mixture and its comparison within the budget
+    step = max(1, min(batch_size, SCORE_BUDGET // (4 * (n_items + 1))))
     device = device_of(network)
     for lo in progress_bar(range(0, len(targets), step), desc="fusion weight", disable=not progress, leave=False,
                            unit="batch"):

@@ -322,7 +322,8 @@ class Trainer:
         network, valid = phase.scored, self.data.split("valid")
         knn = fitted_knn(self.cfg.fuse, phase.split, self.data.n_items)
         choice = choose_weight(network, knn, valid, self.data.n_items, network.config.max_len,
-                               self.cfg.select_metric.removeprefix("val_"), self.runtime.progress)
+                               self.cfg.select_metric.removeprefix("val_"), self.runtime.eval_batch_size,
+                               self.runtime.progress)
         fused = Fused(network, knn, choice.weight)
         valid_record = self._evaluate(fused, valid, "valid fused", phase.popularity).prefixed("val")
         self.history.fusion = {"knn": self.cfg.fuse, "weight": choice.weight,
