@@ -236,6 +236,13 @@ def dataset_tags(stats: dict) -> dict[str, str]:
     return {TAG_DATASET: str(stats.get("name", "")), TAG_DIGEST: str(stats.get("digest", ""))}
 
 
+def model_label(tags: dict[str, str]) -> str:
+    """How runs, models and versions name their model: ``sasrec``, or ``sasrec+vstan`` when it is fused with a
+    session-kNN model (``seqrec.fused``); ``?`` when untagged."""
+    fused = tags.get(TAG_FUSED)
+    return tags.get(TAG_MODEL, "?") + (f"+{fused}" if fused else "")
+
+
 def log_params(params: dict) -> None:
     """Log parameters the active run does not have yet: under ``mlflow run`` the launcher has
     already logged the entry point's own parameters (as it quotes them), and those stand."""

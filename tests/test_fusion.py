@@ -25,7 +25,7 @@ from seqrec.models.sasrec import SASRec
 from seqrec.serving.artifacts import load_recommender
 from seqrec.train_config import split_overrides
 from seqrec.trainer import Trainer
-from seqrec.workflow.main import MainParams, comparison_rows, neural_plan
+from seqrec.workflow.main import MainParams, comparison_rows, neural_plan, run_main
 from tests.helpers import own_store
 
 
@@ -177,3 +177,16 @@ def test_the_fused_model_is_evaluated_and_served_over_http(processed, tmp_path, 
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_main_with_fuse_compares_registers_and_describes_the_fused_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEQREC_CHECKPOINTS", str(tmp_path / "ck"))
+    with own_store(tmp_path):
+        result = run_main(MainParams(synthetic_clicks=15_000, seed=5, epochs=1, models="sasrec", fuse="vstan",
+                                     neural_overrides={"hidden": 16, "layers": 1, "progress": False}))
+        assert [r["model"] for r in result["comparison"]] == ["sasrec+vstan"]
+        version = mlflow.MlflowClient().get_model_version_by_alias("seqrec", "champion")
+        assert version.tags["seqrec.fused"] == "vstan" and version.tags["seqrec.model"] == "sasrec"
+        assert version.description.startswith("sasrec+vstan (preset default)")
+        assert "register: sasrec+vstan of run" in capsys.readouterr().out

@@ -438,8 +438,7 @@ def comparison_rows(run_ids: list[str]) -> list[dict]:
         m, tags = run.data.metrics, run.data.tags
         if "test_recall_at_20" not in m or not tags.get(tracking.TAG_STEP, "").startswith("train_"):
             continue
-        fused = f"+{tags[tracking.TAG_FUSED]}" if tracking.TAG_FUSED in tags else ""
-        rows.append({"model": tags.get(tracking.TAG_MODEL, "") + fused, "preset": tags.get(tracking.TAG_PRESET, ""),
+        rows.append({"model": tracking.model_label(tags), "preset": tags.get(tracking.TAG_PRESET, ""),
                      "run_id": run_id, "seeds": int(float(run.data.params.get("seeds", 1))),
                      **{k: m.get(k, float("nan")) for k in (*METRIC_COLUMNS, *EXTRA_COLUMNS)},
                      **{f"{k}_std": m.get(f"{k}_std", float("nan")) for k in METRIC_COLUMNS}})

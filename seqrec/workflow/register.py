@@ -116,8 +116,7 @@ def describe(model: LoggedModel) -> str:
     """One paragraph on a model version: which model, preset and dataset, and its metrics."""
     tags = model.tags
     metrics = ", ".join(f"{k} {metric_of(model, k):.4f}" for k in SHOWN_METRICS)
-    fused = f" fused with {tags[tracking.TAG_FUSED]}" if tracking.TAG_FUSED in tags else ""
-    return (f"{tags.get(tracking.TAG_MODEL, '?')}{fused} (preset {tags.get(tracking.TAG_PRESET, '?')}) trained on "
+    return (f"{tracking.model_label(tags)} (preset {tags.get(tracking.TAG_PRESET, '?')}) trained on "
             f"dataset {tags.get(tracking.TAG_DATASET, '?')} (digest {tags.get(tracking.TAG_DIGEST, '?')}) in run "
             f"{model.source_run_id}: {metrics}.")
 
@@ -179,7 +178,7 @@ def run_register(data: str = "", metric: str = DEFAULT_METRIC, name: str = "seqr
 def _identity(model: LoggedModel, version: ModelVersion) -> dict:
     """The keys of a decision that name a registered model version."""
     return {"version": version.version, "run_id": model.source_run_id, "model_id": model.model_id,
-            "model": model.tags.get(tracking.TAG_MODEL, ""), "code_version": model.tags.get(tracking.TAG_CODE, "")}
+            "model": tracking.model_label(model.tags), "code_version": model.tags.get(tracking.TAG_CODE, "")}
 
 
 @dataclass
@@ -203,7 +202,7 @@ class Across:
     @property
     def champion_label(self) -> str:
         """``version 3 (sr of synthetic-100000-s0)``."""
-        return f"version {self.version.version} ({self.champion.tags.get(tracking.TAG_MODEL, '?')} of " \
+        return f"version {self.version.version} ({tracking.model_label(self.champion.tags)} of " \
                f"{self.champion_dataset})"
 
     def refusal(self, why: str) -> RegisterError:
@@ -357,7 +356,7 @@ def compare(across: Across, data: ProcessedDataset, overlap: float) -> Compariso
     """Rank the most recent of the two test splits with both models and test the difference (paired bootstrap)."""
     metric, k = test_counterpart(across.metric)
     data = newest_test(data, across.champion)
-    print(f"register: comparing {across.candidate.tags.get(tracking.TAG_MODEL, '?')} of {across.dataset!r} with "
+    print(f"register: comparing {tracking.model_label(across.candidate.tags)} of {across.dataset!r} with "
           f"{across.name}@{ALIAS} version {across.version.version} on the test split of {data.name!r}", flush=True)
     results = compare_ranks(ranks_on(across.candidate, data), ranks_on(across.champion, data), k=k,
                             resamples=across.resamples)
@@ -446,11 +445,11 @@ def code_versions(candidate: LoggedModel, champion: LoggedModel | None, version:
     def code(model: LoggedModel) -> str:
         return model.tags.get(tracking.TAG_CODE) or "unknown (trained before code versions were recorded)"
 
-    line = f"candidate {candidate.tags.get(tracking.TAG_MODEL, '?')} (run {candidate.source_run_id}) was trained " \
+    line = f"candidate {tracking.model_label(candidate.tags)} (run {candidate.source_run_id}) was trained " \
            f"by code {code(candidate)}"
     if champion is None or version is None:  # a champion always comes with its version (_champion)
         return f"{line}; there is no champion yet"
-    line += f"; champion version {version.version} ({champion.tags.get(tracking.TAG_MODEL, '?')}, run " \
+    line += f"; champion version {version.version} ({tracking.model_label(champion.tags)}, run " \
             f"{champion.source_run_id}) by code {code(champion)}"
     same = code(candidate) == code(champion) and tracking.TAG_CODE in champion.tags
     return line + ("" if same or champion.model_id == candidate.model_id else " (different code versions)")
@@ -489,7 +488,8 @@ def _promote(best: LoggedModel, name: str, metric: str, value: float, dataset: s
         for key, tag in {**challenge, metric: f"{value:.6f}", "selection_metric": metric,
                          "run_id": best.source_run_id, tracking.TAG_CODE: best.tags.get(tracking.TAG_CODE, ""),
                          "model_id": best.model_id, tracking.TAG_MODEL: best.tags.get(tracking.TAG_MODEL, ""),
-                         tracking.TAG_PRESET: best.tags.get(tracking.TAG_PRESET, ""), **tags}.items():
+                         tracking.TAG_PRESET: best.tags.get(tracking.TAG_PRESET, ""),
+                         **{k: v for k, v in best.tags.items() if k == tracking.TAG_FUSED}, **tags}.items():
             client.set_model_version_tag(name, version.version, key, tag)
         _log_decision(name, metric, dataset, comparison)
         mlflow.set_tags({"seqrec.registered_run_id": best.source_run_id, "seqrec.registered_version": version.version,
