@@ -109,11 +109,6 @@ class _Job:
     runtime: RuntimeConfig
     seeds: int
 
-    @property
-    def label(self) -> str:
-        """The model's name as runs and titles show it: ``sasrec``, or ``sasrec+vstan`` when fused."""
-        return self.model_name + (f"+{self.train_cfg.fuse}" if self.train_cfg.fuse else "")
-
     def seed_cfg(self, seed: int) -> TrainConfig:
         """The training settings of the ``seed``-th seed (0-based): the training seed plus ``seed``."""
         return replace(self.train_cfg, seed=self.train_cfg.seed + seed)
@@ -152,8 +147,9 @@ def _train_and_log(job: _Job, run_id: str | None, nested: bool) -> tuple[str, di
     tags = {tracking.TAG_MODEL: job.model_name, tracking.TAG_PRESET: job.preset,
             **({tracking.TAG_FUSED: job.train_cfg.fuse} if job.train_cfg.fuse else {}),
             **tracking.dataset_tags(job.data.stats)}
+    label = tracking.model_label(tags)  # sasrec, or sasrec+vstan when fused
     with tracking.start_run(f"train_{job.model_name}", tags={**tags, tracking.TAG_CHECKPOINT_KEY: job.key(0)},
-                            nested=nested, run_id=run_id, run_name=f"{job.label}-{job.preset}-{job.data.name}",
+                            nested=nested, run_id=run_id, run_name=f"{label}-{job.preset}-{job.data.name}",
                             system_metrics=True) as run:
         if run_id is None:
             tracking.log_params({"data": str(job.data_dir), "preset": job.preset, "seeds": job.seeds, **params_logged})
@@ -163,7 +159,7 @@ def _train_and_log(job: _Job, run_id: str | None, nested: bool) -> tuple[str, di
         started = time.perf_counter()
         model, first_history, results = _train_seeds(job, run.info.run_id, resume=run_id is not None)
         wall = time.perf_counter() - started
-        model_id = _log_model_and_curves(model, first_history, job.data, f"{job.label} ({job.preset})", tags,
+        model_id = _log_model_and_curves(model, first_history, job.data, f"{label} ({job.preset})", tags,
                                          {"preset": job.preset, "seeds": job.seeds, **params_logged})
         logged = log_final_metrics(model_id, datasets, results, {"wall_seconds": wall})
     return run.info.run_id, {k: v for k, v in logged.items() if k.startswith("test_")}
