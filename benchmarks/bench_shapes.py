@@ -9,7 +9,7 @@ and 10 % / 30 % of its sessions; the built-in generated data at 20 k, 100 k and 
 longer sessions, and with a larger catalogue. On each, every session-kNN model (S-KNN, V-SKNN, STAN, V-STAN) and
 every sequence model (``preset=auto``, ``--seeds`` seeds) runs through the training workflow in a throw-away MLflow
 store; ``NET+KNN`` (``gru4rec+vstan``) is network ``NET`` fused with session-kNN model ``KNN`` (``-P fuse=KNN``,
-``seqrec.fusion``). The best of each family (kNN, sequence, fused) is the one with the best validation MRR@20 (the
+``seqrec.models.fused``). The best of each family (kNN, sequence, fused) is the one with the best validation MRR@20 (the
 test split chooses nothing); the table gives its valid MRR@20 and test Recall@20 / MRR@20 (means ± std over
 seeds) and whether the better of the sequence and fused models matches the kNN model on both test metrics.
 Finished cells are kept in ``--out`` and not run again.

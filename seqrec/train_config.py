@@ -13,9 +13,9 @@ from typing import Any
 
 from seqrec.configs import RangeError, above, at_least, check_ranges, check_types, one_of, ranged, share
 from seqrec.evaluation import SELECTION_METRIC
-from seqrec.fusion import FUSIBLE
 from seqrec.models import registry
 from seqrec.models.auto_preset import AUTO, AutoChoice, DataShape, choose
+from seqrec.models.fused import FUSIBLE
 
 
 @dataclass
@@ -38,7 +38,7 @@ class TrainConfig:
     refit: bool = True  # retrain on train_full for the selected epochs (False: keep the selected weights)
     ema: float = ranged(0.0, share())  # > 0: evaluate and keep a moving average of the weights (decay per step)
     select_metric: str = SELECTION_METRIC  # the valid metric that picks the epoch (early stopping)
-    # a session-kNN model to fuse the network with (seqrec.fusion; its share chosen on valid), "" for none
+    # a session-kNN model to fuse the network with (seqrec.models.fused; its share chosen on valid), "" for none
     fuse: str = ranged("", one_of("", *FUSIBLE))
 
     def __post_init__(self) -> None:

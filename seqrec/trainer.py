@@ -36,8 +36,9 @@ from seqrec.data.loader import SequenceLoader
 from seqrec.data.session_parallel import NegativeSampler, SessionParallelBatches, session_order
 from seqrec.devices import resolve_device
 from seqrec.evaluation import EvalResult, evaluate
-from seqrec.fusion import Fused, choose_weight, fitted_knn
+from seqrec.fusion import choose_weight
 from seqrec.models.base import LoaderSpec, SequenceModel, SessionParallel, Windows
+from seqrec.models.fused import Fused, fitted_knn
 from seqrec.optim import clip_gradients, make_optimizer, make_scheduler
 from seqrec.progress import progress_bar, show
 from seqrec.train_config import RuntimeConfig, TrainConfig

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from seqrec.configs import RangeError
-from seqrec.fusion import FUSIBLE
+from seqrec.models.fused import FUSIBLE
 from seqrec.workflow.cli import int_arg, run_step
 from seqrec.workflow.main import AUTO, MainParams, register_summary, run_main
 from steps.preprocess import parse_args as parse_preprocess_args

@@ -1,5 +1,6 @@
-"""A sequence model fused with a session-kNN model (``seqrec.fusion``, ``-P fuse=KNN``): the mixture, the share chosen
-on valid only, the run through its entry point, the saved model and the HTTP service answering with it."""
+"""A sequence model fused with a session-kNN model (``seqrec.models.fused``, ``seqrec.fusion``, ``-P fuse=KNN``): the
+mixture, the share chosen on valid only, the run through its entry point, the saved model and the HTTP service
+answering with it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import steps.train
 from seqrec.checkpoints import Checkpointer
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.evaluation import evaluate
-from seqrec.fusion import WEIGHTS, Fused, choose_weight, fitted_knn, log_probabilities, mixture
+from seqrec.fusion import WEIGHTS, choose_weight
+from seqrec.models.fused import Fused, fitted_knn, log_probabilities, mixture
 from seqrec.models.sasrec import SASRec
 from seqrec.serving.artifacts import load_recommender
 from seqrec.train_config import split_overrides

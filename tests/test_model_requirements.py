@@ -16,6 +16,7 @@ import pytest
 from seqrec.tracking import INFERENCE_DISTRIBUTIONS
 from seqrec.workflow.baseline import run_baseline
 from seqrec.workflow.basket import run_basket
+from seqrec.workflow.neural import run_neural
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,9 +58,17 @@ def imported_by(run_id: str) -> dict[str, list[str]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("kind", ["sr", "gbdt"])
-def test_requirements_hold_what_inference_imports_and_no_training_package(processed, tmp_path, kind):
-    run_id = run_baseline(str(processed), "sr")[0] if kind == "sr" else run_basket(str(processed), "gbdt")[0]
+def _logged(kind: str, processed: Path) -> str:
+    """A run logging a model of ``kind``: a baseline, a basket model, or a network fused with a kNN model."""
+    if kind == "fused":
+        return run_neural("gru4rec", str(processed), "tiny", {"epochs": 1, "progress": False, "fuse": "sknn"})[0]
+    return run_baseline(str(processed), "sr")[0] if kind == "sr" else run_basket(str(processed), "gbdt")[0]
+
+
+@pytest.mark.parametrize("kind", ["sr", "gbdt", "fused"])
+def test_requirements_hold_what_inference_imports_and_no_training_package(processed, tmp_path, kind, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a neural run's checkpoints
+    run_id = _logged(kind, processed)
     required = requirements_of(run_id, tmp_path)
     assert required == set(INFERENCE_DISTRIBUTIONS)
     missing = {module: owners for module, owners in imported_by(run_id).items() if not set(owners) & required}

@@ -29,7 +29,7 @@ from pydantic import AfterValidator, BaseModel, Field, StrictFloat, StrictInt, S
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from seqrec.fusion import Fused
+from seqrec.models.fused import Fused
 from seqrec.serving.recommender import MAX_K, ServedModel, predicts_baskets
 
 MAX_SESSIONS = 1_000

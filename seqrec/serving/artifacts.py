@@ -3,7 +3,7 @@
 The directory holds ``recommender.json`` (which model, its config, the catalogue size and
 ``max_len``), ``weights.pt`` (a neural model's ``state_dict``, read with ``weights_only=True``) or
 ``state.npz`` (a baseline's arrays, read without pickle) or both (a network fused with a session-kNN
-model, ``seqrec.fusion``: the config also names the kNN model, its config and its share),
+model, ``seqrec.models.fused``: the config also names the kNN model, its config and its share),
 ``raw_ids.npy`` (dense id -> raw item id) and ``popularity.npy``. Loading rebuilds the model from its
 class and config, so a saved model never depends on how a Python object was pickled.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqrec.fusion import Fused
+from seqrec.models.fused import Fused
 from seqrec.serving.recommender import Recommender, ServedModel
 
 FORMAT = 1

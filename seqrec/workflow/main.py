@@ -32,9 +32,9 @@ from seqrec import tracking
 from seqrec.configs import RangeError, at_least, check_range, check_ranges, one_of, ranged
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.data.preprocess import digest_on_disk, file_digest
-from seqrec.fusion import FUSIBLE
 from seqrec.models import registry
 from seqrec.models.baselines import BASELINES
+from seqrec.models.fused import FUSIBLE
 from seqrec.significance import RESAMPLES, compare_ranks
 from seqrec.train_config import split_overrides
 from seqrec.version import code_version
@@ -84,7 +84,8 @@ class MainParams:
     seeds: int = ranged(1, at_least(1))  # each training run repeats its protocol with this many seeds
     # trials of an Optuna study on valid per sequence model before its final run (the ``tune`` step; 0: none)
     tune: int = ranged(0, at_least(0))
-    # a session-kNN model every sequence model is fused with (``seqrec.fusion``, its share chosen on valid; "": none)
+    # a session-kNN model every sequence model is fused with (``seqrec.models.fused``; its share chosen on valid;
+    # "": none)
     fuse: str = ranged("", one_of("", *FUSIBLE))
     neural_overrides: dict = field(default_factory=dict)
     data: str = ""  # a processed dataset directory: no preprocess step

@@ -35,10 +35,10 @@ from seqrec.checkpoints import CHECKPOINT_ROOT, Checkpointer, RunArtifacts, run_
 from seqrec.configs import at_least, check_range
 from seqrec.data.dataset import ProcessedDataset
 from seqrec.devices import resolve_device
-from seqrec.fusion import Fused
 from seqrec.models import registry
 from seqrec.models.auto_preset import AUTO, DataShape
 from seqrec.models.base import SequenceModel
+from seqrec.models.fused import Fused
 from seqrec.models.registry import build_model
 from seqrec.train_config import RuntimeConfig, TrainConfig, auto_choice, split_overrides
 from seqrec.trainer import EpochCallback, History, ModelFactory, Trainer
