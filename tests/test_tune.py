@@ -290,3 +290,17 @@ def test_a_setting_tuned_from_preset_auto_is_written_as_auto_sized_it_for_the_st
         assert "threads" not in stored["train"]
     finally:
         presets.PRESETS["sasrec"].pop("tuned-auto-test", None)
+
+
+def test_a_study_with_fuse_scores_each_trial_fused_and_its_final_run_is_fused(small, env):
+    out = run_tune(TuneParams("meanemb", str(small), "tiny", epochs=2, trials=1, study="meanemb-fused",
+                              space="lr=loguniform:1e-2:2e-2", params={**FAST, "fuse": "vstan"}))
+    (trial,) = [r for r in _children(out["run_id"]) if "seqrec.trial" in r.data.tags]
+    network_best = max(m.value for m in mlflow.MlflowClient().get_metric_history(trial.info.run_id, "val_mrr_at_20"))
+    # the trial's value is the fused model's valid MRR@20, where share 0 (the network alone) is one choice
+    assert out["best_value"] >= network_best
+    final = mlflow.get_run(out["final_run_id"])
+    assert final.data.tags["seqrec.fused"] == "vstan" and "fusion_weight" in final.data.metrics
+    # the final run repeats the trial's selection (same seed and settings): the same fused valid figure
+    assert out["best_value"] == pytest.approx(final.data.metrics["best_val_mrr_at_20"], abs=1e-12)
+    assert out["best_value"] > network_best  # V-STAN's share lifts this under-trained network on valid
