@@ -118,7 +118,8 @@ def start_server(model_uri: str, stack: ExitStack) -> tuple[subprocess.Popen, in
     conn.request("POST", "/recommend", json.dumps({"session": [], "k": 100}), JSON)
     popular = json.loads(conn.getresponse().read())["items"]
     conn.close()
-    print(f"serving {meta.get('model')} ({meta.get('n_items'):,} items) from {model_uri} on {HOST}:{port}", flush=True)
+    name = meta.get("model", "") + (f"+{meta['fused_with']}" if meta.get("fused_with") else "")
+    print(f"serving {name} ({meta.get('n_items'):,} items) from {model_uri} on {HOST}:{port}", flush=True)
     return server, port, meta, popular
 
 
