@@ -380,10 +380,11 @@ def _summary(model: SequenceModel | Fused, history: History) -> dict[str, float]
     final metrics."""
     train_seconds = sum(r["epoch_seconds"] for r in history.select) + \
         sum(r["refit_epoch_seconds"] for r in history.refit)
+    fused = isinstance(model, Fused)
     summary = {"train_seconds": train_seconds, "best_epoch": history.best_epoch,
-               "n_parameters": sum(p.numel() for p in model.parameters())}
-    if isinstance(model, Fused):
-        summary.update(n_parameters=model.n_parameters, fusion_weight=model.weight,
+               "n_parameters": model.n_parameters if fused else sum(p.numel() for p in model.parameters())}
+    if fused:
+        summary.update(fusion_weight=model.weight,
                        **{f"network_{k}": v for k, v in history.fusion["network_test"].items()})
     return summary
 
