@@ -1,7 +1,7 @@
 """A sequence encoder (SASRec, GRU4Rec: any :class:`~seqrec.models.base.SequenceModel`) with a buy head and
 an item-bought head. Tensors in, logits and losses out; no I/O.
 
-The session state is the encoder's ``session_states`` of the session's clicks. The buy head reads it with
+The session state is the encoder's ``state_features`` of its ``session_states``. The buy head reads it with
 the session features; the item head reads, for each candidate (a clicked item), the state, the encoder's
 next-click score of the item (``score_items``), a small item embedding of its own and the candidate's
 features. Features are standardised with the training split's mean and deviation (kept as buffers);
@@ -45,7 +45,7 @@ class BasketNet(nn.Module):
             if isinstance(module, nn.Embedding):
                 module.sparse = False
         with torch.no_grad():
-            d = encoder.eval().session_states(torch.ones(1, 1, dtype=torch.long)).shape[1]
+            d = encoder.eval().state_features(encoder.session_states(torch.ones(1, 1, dtype=torch.long))).shape[1]
         h = config.head_hidden
         self.item_emb = nn.Embedding(encoder.n_items + 1, config.item_dim, padding_idx=0)
         nn.init.normal_(self.item_emb.weight, std=0.02)
@@ -80,12 +80,13 @@ class BasketNet(nn.Module):
         ``inputs`` [B, L] left-padded clicks, ``session_features`` [B, g], and per candidate its row in the
         batch ``pair_row`` [P], its item ``pair_item`` [P] and its features ``pair_features`` [P, f].
         """
-        states = self.encoder.session_states(inputs)  # [B, d]
+        states = self.encoder.session_states(inputs)
+        features = self.encoder.state_features(states)  # [B, d]
         sess = self._scaled(session_features, "session")
-        buy = self.buy_head(torch.cat([states, sess], 1)).squeeze(1)
+        buy = self.buy_head(torch.cat([features, sess], 1)).squeeze(1)
         uniq, column = torch.unique(pair_item, return_inverse=True)
         affinity = self.encoder.score_items(states, uniq)[pair_row, column]  # [P]: next-click score of the item
-        pair_in = torch.cat([states[pair_row], self.item_emb(pair_item), affinity[:, None].float(),
+        pair_in = torch.cat([features[pair_row], self.item_emb(pair_item), affinity[:, None].float(),
                              self._scaled(pair_features, "pair"), sess[pair_row]], 1)
         return buy, self.item_head(pair_in).squeeze(1)
 

@@ -93,6 +93,11 @@ class SequenceModel(nn.Module, ABC):
         ``items=None``: every id, padding included, ``[B, n_items + 1]``.
         """
 
+    def state_features(self, states: torch.Tensor) -> torch.Tensor:
+        """The part of ``states`` that describes the session as a feature vector (what a head such as the
+        basket's reads): all of it, unless the model packs more into its states."""
+        return states
+
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` left-padded prefixes -> scores ``[B, n_items + 1]`` of the next click; padding gets -inf."""
         states = self.session_states(inputs)
