@@ -31,9 +31,10 @@ _GRU_OFFICIAL = {"constrained_embedding": True, "hidden": 480, "dropout": 0.2, "
 PRESETS: dict[str, dict[str, dict[str, dict]]] = {
     "sasrec": {
         "tiny": {"model": _TINY_TRANSFORMER, "train": _TINY_TRAIN},
-        # one row per prefix, wide, heavily regularised, cosine scores
+        # one row per prefix, wide, heavily regularised, cosine scores, a learned bonus for repeated items
         "sample": {"model": {"hidden": 256, "layers": 2, "heads": 4, "dropout": 0.6, "emb_dropout": 0.6,
-                             "label_smoothing": 0.2, "normalize": True, "logit_scale": 12.0, "train_on": "prefixes"},
+                             "label_smoothing": 0.2, "normalize": True, "logit_scale": 12.0, "train_on": "prefixes",
+                             "repeat_bonus": True},
                    "train": _SAMPLE_TRAIN},
         "default": {"model": _TRANSFORMER, "train": _TRANSFORMER_TRAIN},
     },
