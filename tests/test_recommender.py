@@ -137,15 +137,18 @@ def rank_within_budget(monkeypatch, recommender: Recommender, budget: int, k: in
     return blocks
 
 
+@pytest.mark.parametrize("repeat_bonus", [False, True])
 @pytest.mark.parametrize(("budget", "k", "chunks"), [
     (1 << 22, 10, 0),  # all rows, whole score rows
     (64, 10, 5),  # one row per batch, chunks of 64 items
     (200, 2, 5),  # 3 rows per batch, chunks of 66 items
 ])
-def test_neural_scorer_matches_a_full_row_ranking_with_item_chunks(monkeypatch, budget, k, chunks):
+def test_neural_scorer_matches_a_full_row_ranking_with_item_chunks(monkeypatch, budget, k, chunks, repeat_bonus):
     torch.manual_seed(0)
     n_items = 300
-    model = SASRec(n_items, SASRecConfig(max_len=8, hidden=16, layers=1, heads=1)).eval()
+    model = SASRec(n_items, SASRecConfig(max_len=8, hidden=16, layers=1, heads=1, repeat_bonus=repeat_bonus)).eval()
+    if repeat_bonus:  # large enough to move clicked items into every top k
+        torch.nn.init.uniform_(model.repeat, 1.0, 5.0)
     recommender = Recommender(model, raw_ids(n_items), popularity(n_items), max_len=8)
     blocks = rank_within_budget(monkeypatch, recommender, budget, k)
     assert sum(items for _, items in blocks[:chunks]) == (n_items if chunks else 0)  # the first batch's chunks

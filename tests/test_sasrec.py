@@ -222,3 +222,14 @@ def test_train_with_repeat_bonus_saves_a_model_that_scores_the_run_s_test_figure
     again = evaluate(scorer, data.split("test"), data.n_items, 50, progress=False)
     assert again.metrics["recall_at_20"] == pytest.approx(run.data.metrics["test_recall_at_20"], abs=1e-9)
     assert again.metrics["mrr_at_20"] == pytest.approx(run.data.metrics["test_mrr_at_20"], abs=1e-9)
+
+
+def test_a_basket_head_reads_the_encoder_s_output_not_the_clicks_its_state_carries():
+    from seqrec.basket.neural import BasketNet, BasketNetConfig
+
+    encoder = _with_repeats()
+    net = BasketNet(encoder, n_session_features=2, n_pair_features=3, config=BasketNetConfig())
+    assert net.buy_head[0].in_features == 16 + 2  # hidden + session features
+    inputs = torch.tensor([[0, 0, 0, 0, 0, 3, 5, 3], [0, 0, 0, 0, 0, 0, 1, 2]])
+    buy, item = net(inputs, torch.zeros(2, 2), torch.tensor([0, 0, 1]), torch.tensor([3, 5, 2]), torch.zeros(3, 3))
+    assert buy.shape == (2,) and item.shape == (3,) and torch.isfinite(item).all()
