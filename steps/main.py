@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = parse_args(argv)
     except ValueError as exc:  # a setting out of range: one line, before any work
-        print(f"main: error: {exc}", file=sys.stderr)
+        said = exc.problem if isinstance(exc, RangeError) and exc.owner == "main" else exc  # "main: " said once
+        print(f"main: error: {said}", file=sys.stderr)
         return 2
 
     def action() -> str:

@@ -185,11 +185,11 @@ def test_a_bad_preprocess_setting_is_refused_before_the_clicks_are_read(argv, me
 
 
 MAIN = [
-    (["--seeds", "0"], "main: seeds=0 must be >= 1"),
-    (["--fraction", "0"], "main: fraction=0 must be >= 1"),
-    (["--epochs", "-1"], "main: epochs=-1 must be >= 0"),
-    (["--time-budget", "-5"], "main: time_budget=-5.0 must be >= 0"),
-    (["--synthetic-clicks", "0"], "main: synthetic_clicks=0 must be >= 1"),
+    (["--seeds", "0"], "seeds=0 must be >= 1"),
+    (["--fraction", "0"], "fraction=0 must be >= 1"),
+    (["--epochs", "-1"], "epochs=-1 must be >= 0"),
+    (["--time-budget", "-5"], "time_budget=-5.0 must be >= 0"),
+    (["--synthetic-clicks", "0"], "synthetic_clicks=0 must be >= 1"),
 ]
 
 
@@ -198,7 +198,8 @@ def test_a_bad_main_setting_is_refused_before_any_step(argv, message, tmp_path, 
     monkeypatch.chdir(tmp_path)
     before = _runs()
     status, said = _outcome(steps.main.main, ["--models", "pop", *argv], capsys)
-    assert status == 2 and f"main: error: {message}" in said, said
+    errors = [line for line in said.splitlines() if ": error: " in line]
+    assert status == 2 and errors == [f"main: error: {message}"], said  # one line, the step named once
     assert _runs() == before and not (tmp_path / "data").exists()
 
 
