@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -69,7 +70,7 @@ class SessionSplit:
 
     @classmethod
     def load(cls, directory: Path, mmap: bool = False) -> SessionSplit:
-        mode = "r" if mmap else None
+        mode: Literal["r"] | None = "r" if mmap else None
         return cls(**{name: np.load(directory / f"{name}.npy", mmap_mode=mode) for name in _ARRAYS})
 
 

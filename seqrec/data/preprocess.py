@@ -214,7 +214,7 @@ def _update(h, array: np.ndarray) -> None:
             h.update(buffer)
     else:
         h.update(str(array.dtype).encode())
-        h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+        h.update(np.ascontiguousarray(array).data.cast("B"))
 
 
 def digest_start(stats: dict):
@@ -228,8 +228,9 @@ def digest_finish(h, raw_ids: np.ndarray, category: np.ndarray, buys: dict[str, 
     """Feed the item table and the buys to ``h`` (after every split) and return the digest."""
     _update(h, np.asarray(raw_ids).astype(str))
     _update(h, np.asarray(category).astype(str))
-    for column in BUYS_COLUMNS if buys is not None else ():
-        _update(h, np.asarray(buys[column]))
+    if buys is not None:
+        for column in BUYS_COLUMNS:
+            _update(h, np.asarray(buys[column]))
     return h.hexdigest()[:16]
 
 

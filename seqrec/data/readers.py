@@ -110,9 +110,9 @@ def concat_clicks(parts: list[Clicks]) -> Clicks:
                  for i, p in enumerate(parts)]
         session, session_ids = recode(raw, codes, np.int64)
     category, categories = None, None
-    if all(p.category is not None for p in parts):
-        category, union = recode([np.asarray(p.categories, dtype=str) for p in parts], [p.category for p in parts],
-                                 np.int32)
+    part_categories = [p.category for p in parts if p.category is not None]
+    if len(part_categories) == len(parts):
+        category, union = recode([np.asarray(p.categories, dtype=str) for p in parts], part_categories, np.int32)
         categories = union.tolist()
     return Clicks(session=session, item=item, time=np.concatenate([p.time for p in parts]), item_ids=item_ids,
                   category=category, categories=categories, skipped_lines=sum(p.skipped_lines for p in parts),

@@ -137,8 +137,8 @@ def convert(raw_clicks: str | Path, fmt: str, out: str | Path, string_ids: bool 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         if fmt == "parquet":
-            with pq.ParquetWriter(tmp, _generic_table(*[np.zeros(0, np.int64)] * 3, 0, string_ids,
-                                                      time_unit).schema) as writer:
+            empty = np.zeros(0, np.int64)
+            with pq.ParquetWriter(tmp, _generic_table(empty, empty, empty, 0, string_ids, time_unit).schema) as writer:
                 first = 0
                 for session, ms, item in _raw_batches(Path(raw_clicks)):
                     writer.write_table(_generic_table(session, ms, item, first, string_ids, time_unit))

@@ -160,7 +160,7 @@ def read_params(params: PreprocessParams) -> dict:
     """The reading parameters that shape the clicks, where not the defaults (logged, and part of the dataset
     digest: the default reading of a YooChoose file keeps its digest)."""
     read = params.read
-    out = {"format": params.format} if params.format != "auto" else {}
+    out: dict[str, str | float] = {"format": params.format} if params.format != "auto" else {}
     if read.columns:
         out.update(columns=",".join(f"{k}={v}" for k, v in read.columns.items()), time_unit=read.time_unit or "s")
         if read.sep:

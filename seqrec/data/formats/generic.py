@@ -89,6 +89,7 @@ def read_parquet(path: Path, options: ReadOptions) -> Clicks:
         if role != "time" and not pa.types.is_integer(table[role].type):
             ok = pc.and_(ok, pc.not_equal(pc.fill_null(id_column(table[role]), ""), ""))
         present = ok if present is None else pc.and_(present, ok)
+    assert present is not None  # cols has at least the session, item and time roles
     present = present.to_numpy(zero_copy_only=False)
     # unix times are never negative (a timestamp column's times are taken as they are)
     unsigned = pc.fill_null(pc.greater_equal(table["time"], 0), True).to_numpy(zero_copy_only=False) \

@@ -155,7 +155,10 @@ def read_otto(path: Path, options: ReadOptions) -> Clicks:
     """
     check_file(path)
     keep = pa.array(events_to_keep(options.events, ("clicks",), OTTO_EVENTS, "otto"))
-    sessions, aids, stamps, skipped = [], [], [], 0
+    sessions: list[pa.Array] = []
+    aids: list[pa.Array] = []
+    stamps: list[pa.Array] = []
+    skipped = 0
     for first, block in line_blocks(path):
         try:
             part = _otto_block(_parse(block, _OTTO_SCHEMA, infer=False), keep)
@@ -165,6 +168,7 @@ def read_otto(path: Path, options: ReadOptions) -> Clicks:
             block, bad = check_lines(path, first, block, otto_problem, options.on_bad_lines)
             skipped += bad
             part = _otto_block(_reparse(path, first, block, _OTTO_SCHEMA, infer=False), keep)
+            assert part is not None, "check_lines keeps only valid records"
         for out, column in zip((sessions, aids, stamps), part, strict=True):
             out.append(column)
     session = pa.chunked_array(sessions, pa.int64())
