@@ -95,15 +95,19 @@ def test_loss_is_finite_for_one_click_prefixes_and_padded_rows(loss, device):
     assert m.item_emb.weight.grad.is_sparse == (loss == "sampled")
 
 
-def test_prefix_rows_and_session_rows_give_the_same_loss_without_dropout():
+@pytest.mark.parametrize(("repeat_bonus", "sessions"), [
+    (False, [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10, 11, 12, 13, 14, 15, 16], [3, 3, 3]]),
+    (True, [[1, 2, 1, 4, 2], [6, 7], [8, 9, 10, 8, 9, 12, 13, 9, 16], [3, 3, 3]]),  # repeats: the bonus matters
+])
+def test_prefix_rows_and_session_rows_give_the_same_loss_without_dropout(repeat_bonus, sessions):
     from tests.test_loader import split_of
 
     # sessions of at most max_len + 1 clicks: one window each (a longer session's later windows
     # would see less history for their first targets than the prefix rows do)
-    split = split_of([[1, 2, 3, 4, 5], [6, 7], [8, 9, 10, 11, 12, 13, 14, 15, 16], [3, 3, 3]])
+    split = split_of(sessions)
     losses = {}
     for rows in ("sessions", "prefixes"):
-        m = model(train_on=rows)
+        m = _with_repeats(train_on=rows) if repeat_bonus else model(train_on=rows)
         (batch,) = list(make_loader(m.loader_spec(), split, 100, seed=0, epoch=0, train=True))
         losses[rows] = m.loss(batch)
     torch.testing.assert_close(losses["prefixes"], losses["sessions"])
@@ -173,18 +177,6 @@ def test_repeat_bonus_learns_from_the_loss(loss):
     if loss == "full":  # every last click is a wrong answer (a sampled softmax sees it if sampled only)
         assert grad[0] > 0
     assert (grad[4:] == 0).all()  # no prefix has an item four or more clicks before its end
-
-
-def test_prefix_rows_and_session_rows_give_the_same_loss_with_repeat_bonus():
-    from tests.test_loader import split_of
-
-    split = split_of([[1, 2, 1, 4, 2], [6, 7], [8, 9, 10, 8, 9, 12, 13, 9, 16], [3, 3, 3]])
-    losses = {}
-    for rows in ("sessions", "prefixes"):
-        m = _with_repeats(train_on=rows)
-        (batch,) = list(make_loader(m.loader_spec(), split, 100, seed=0, epoch=0, train=True))
-        losses[rows] = m.loss(batch)
-    torch.testing.assert_close(losses["prefixes"], losses["sessions"])
 
 
 def test_repeat_bonus_refuses_a_catalogue_whose_ids_a_state_cannot_hold():
