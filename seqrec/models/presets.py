@@ -35,9 +35,7 @@ PRESETS: dict[str, dict[str, dict[str, dict]]] = {
         "sample": {"model": {"hidden": 256, "layers": 2, "heads": 4, "dropout": 0.6, "emb_dropout": 0.6,
                              "label_smoothing": 0.2, "normalize": True, "logit_scale": 12.0, "train_on": "prefixes",
                              "repeat_bonus": True},
-                   # the cosine schedule anneals within 16 epochs: validation MRR@20 levels off from about
-                   # epoch 10, and the refit ends at a low rate rather than at a noisy point of a long schedule
-                   "train": {**_SAMPLE_TRAIN, "epochs": 16}},
+                   "train": _SAMPLE_TRAIN},
         "default": {"model": _TRANSFORMER, "train": _TRANSFORMER_TRAIN},
     },
     "bert4rec": {
