@@ -44,10 +44,7 @@ def parse_args(argv: list[str] | None = None) -> MainParams:
         p.print_help()
         print("\nand every argument of the preprocess entry point, with its defaults:\n")
         parse_preprocess_args(["--help"])  # prints them and exits
-    try:
-        pre = parse_preprocess_args(rest)
-    except RangeError as exc:  # a preprocess setting out of range, named as main's
-        raise RangeError("main", exc.problem) from None
+    pre = parse_preprocess_args(rest)
     return MainParams(clicks=pre.clicks, buys=pre.buys, fraction=pre.config.fraction,
                       synthetic_clicks=pre.synthetic_clicks, seed=pre.seed, epochs=a.epochs, models=a.models,
                       time_budget=a.time_budget, seeds=a.seeds, tune=a.tune, fuse=a.fuse, data=a.data,
@@ -58,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = parse_args(argv)
     except ValueError as exc:  # a setting out of range: one line, before any work
-        said = exc.problem if isinstance(exc, RangeError) and exc.owner == "main" else exc  # "main: " said once
+        said = exc.problem if isinstance(exc, RangeError) else exc  # every setting here is main's: named once
         print(f"main: error: {said}", file=sys.stderr)
         return 2
 
